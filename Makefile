@@ -1,0 +1,51 @@
+# CSC 8851 HW1: make run (full run + PDF), make test (the suite), make bench (speed).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+NB     := CSC8851_F2025_HW1_Student.ipynb
+SHARED_MNIST := ../shared/data/MNIST/raw
+TEX_PACKAGES := texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc poppler-utils
+
+.PHONY: all run pdf test bench data venv tex clean
+all: test
+
+venv: $(BIN)/.installed
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+# MNIST: copied from ../shared/data when that folder exists, else the notebook downloads it.
+data:
+	@if [ ! -f data/MNIST/raw/t10k-labels-idx1-ubyte ] && [ -d $(SHARED_MNIST) ]; then \
+	  mkdir -p data/MNIST/raw && cp $(SHARED_MNIST)/*-ubyte data/MNIST/raw/ && \
+	  echo "copied MNIST from $(SHARED_MNIST)"; fi
+
+# TeX for the PDF export, from Debian packages (needs root or sudo; skipped when present).
+tex:
+	@if ! command -v xelatex >/dev/null || ! command -v pandoc >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    $$SUDO apt-get install -y -qq $(TEX_PACKAGES) >/dev/null ) || \
+	  echo "TeX could not be installed: 'make pdf' will fall back to HTML"; fi
+
+# The full run, executed in place (about 40 minutes on 2 CPU cores), then the PDF.
+run: venv data
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	  --ExecutePreprocessor.timeout=-1 $(NB)
+	$(MAKE) pdf
+
+pdf: venv tex
+	@$(BIN)/jupyter nbconvert --to pdf $(NB) || { \
+	  $(BIN)/jupyter nbconvert --to html $(NB) && \
+	  echo "No TeX here: wrote $(NB:.ipynb=.html); open it in a browser and print to PDF."; }
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+
+bench: venv
+	$(BIN)/python bench/bench.py
+
+clean:
+	rm -rf checkpoints .pytest_cache bench/results

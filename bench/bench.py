@@ -1,0 +1,141 @@
+"""make bench: the notebook's training step against a naive loop, on this machine, now.
+
+Interleaved rounds (notebook path, then naive loop, then again ...) so that drift in the
+machine's speed hits both; throughputs are medians over rounds and the speed-up is the
+median of the per-round ratios. Also: this machine's matmul peak in fp32 and bf16, the
+GFLOP/s the training step achieves, and the projected time of the full notebook run.
+Writes bench/results/bench.json.
+"""
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision import datasets, transforms
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from nbdefs import load_notebook_defs  # noqa: E402
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 4))
+BATCHES = int(os.environ.get("BENCH_BATCHES", 40))  # per timed run, 128 images each
+
+
+def mnist_root():
+    for root in (os.environ.get("MNIST_ROOT"), ROOT / "data", ROOT.parent / "shared" / "data"):
+        if root and (Path(root) / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").exists():
+            return str(root)
+    sys.exit("MNIST not found: run 'make data' or set MNIST_ROOT")
+
+
+def matmul_gflops(dtype, n=2048, reps=10):
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def main():
+    nb = load_notebook_defs()
+    root = mnist_root()
+    (x_tr, y_tr), (x_te, y_te) = nb.load_mnist(root, download=False)
+    cpu, cfg = torch.device("cpu"), nb.Config()
+    amp = nb.amp_dtype_for(cpu, cfg.precision)
+    n_images = BATCHES * cfg.batch_size
+
+    # the notebook's path: its own train_epoch on in-memory tensors
+    torch.manual_seed(0)
+    fast = nb.CVAE().to(memory_format=torch.channels_last)
+    fast_opt, gen = nb.make_optimizer(fast, cfg), torch.Generator().manual_seed(0)
+
+    def notebook_run():
+        t = time.perf_counter()
+        nb.train_epoch(fast, fast_opt, x_tr[:n_images], y_tr[:n_images], 1.0, cfg, gen, amp)
+        return n_images / (time.perf_counter() - t)
+
+    # the naive loop of a typical submission: DataLoader + ToTensor, fp32, same model/loss
+    torch.manual_seed(0)
+    naive = nb.CVAE()
+    naive_opt = torch.optim.AdamW(naive.parameters(), lr=cfg.lr, betas=cfg.adam_betas,
+                                  weight_decay=cfg.weight_decay)
+    loader = DataLoader(datasets.MNIST(root, train=True, transform=transforms.ToTensor()),
+                        batch_size=cfg.batch_size, shuffle=True)
+
+    def naive_run():
+        naive.train()
+        t = time.perf_counter()
+        for i, (x, y) in enumerate(loader):
+            if i == BATCHES:
+                break
+            loss, _, _ = nb.vae_loss(naive, x, y, 1.0)
+            naive_opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(naive.parameters(), cfg.grad_clip)
+            naive_opt.step()
+        return n_images / (time.perf_counter() - t)
+
+    notebook_run(), naive_run()  # warm-up
+    fast_ips, naive_ips, ratios = [], [], []
+    for r in range(ROUNDS):
+        fast_ips.append(notebook_run())
+        naive_ips.append(naive_run())
+        ratios.append(fast_ips[-1] / naive_ips[-1])
+        print(f"round {r + 1}/{ROUNDS}: notebook {fast_ips[-1]:6.0f} img/s, "
+              f"naive {naive_ips[-1]:6.0f} img/s, ratio {ratios[-1]:.2f}", flush=True)
+
+    # FLOPs of one training image (forward + backward), counted by torch
+    xb, yb = x_tr[:128].contiguous(memory_format=torch.channels_last), y_tr[:128]
+    with FlopCounterMode(display=False) as counter:
+        nb.vae_loss(nb.CVAE(), xb, yb, 1.0)[0].backward()
+    flop_per_image = counter.get_total_flops() / 128
+    peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+
+    # evaluation throughput and the projected full run (2 models x 20 epochs)
+    t = time.perf_counter()
+    nb.evaluate(fast, x_te, y_te, 1.0, amp)
+    eval_s = time.perf_counter() - t
+    fast_med = statistics.median(fast_ips)
+    epoch_s = len(x_tr) / fast_med + eval_s
+    full_min = 2 * cfg.epochs * epoch_s / 60
+    achieved = fast_med * flop_per_image / 1e9
+    naive_achieved = statistics.median(naive_ips) * flop_per_image / 1e9
+    result = {
+        "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "compute_path": "bf16 autocast" if amp else "fp32"},
+        "rounds": ROUNDS, "images_per_run": n_images,
+        "notebook_images_per_s": fast_ips, "naive_images_per_s": naive_ips,
+        "notebook_median_images_per_s": fast_med,
+        "naive_median_images_per_s": statistics.median(naive_ips),
+        "speedup_median": statistics.median(ratios),
+        "gflop_per_training_image": flop_per_image / 1e9,
+        "achieved_gflops_notebook": achieved, "achieved_gflops_naive": naive_achieved,
+        "matmul_peak_gflops": peak,
+        "eval_seconds_10k": eval_s,
+        "projected_epoch_seconds": epoch_s,
+        "projected_training_minutes_2x20_epochs": full_min,
+    }
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(result, indent=2))
+    print(f"\nnotebook path: {fast_med:.0f} img/s ({result['machine']['compute_path']}, "
+          f"channels-last, fused AdamW); naive loop: {result['naive_median_images_per_s']:.0f}"
+          f" img/s (DataLoader + ToTensor, fp32)")
+    print(f"speed-up (median of per-round ratios): {result['speedup_median']:.2f}x "
+          f"(goal >= 1.8x)")
+    print(f"{flop_per_image / 1e9:.3f} GFLOP per training image; achieved {achieved:.0f} "
+          f"GFLOP/s (naive {naive_achieved:.0f}); matmul peak here {peak['fp32']:.0f} "
+          f"GFLOP/s fp32, {peak['bf16']:.0f} GFLOP/s bf16")
+    print(f"projected full run: {epoch_s:.0f} s/epoch incl. {eval_s:.1f} s evaluation -> "
+          f"{full_min:.1f} min of training for 2 models x {cfg.epochs} epochs")
+    print(f"wrote {out / 'bench.json'}")
+
+
+if __name__ == "__main__":
+    main()

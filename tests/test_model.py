@@ -1,0 +1,68 @@
+"""The architecture of the assignment: shapes, parameter count, logits, initialisation."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+
+def spec_parameter_count(z=2, emb=16, classes=10):
+    """Hand count from the assignment's layer list (weights + biases)."""
+    conv = lambda cin, cout, k: cin * cout * k * k + cout
+    lin = lambda nin, nout: nin * nout + nout
+    flat = 128 * 7 * 7
+    encoder = conv(1, 32, 4) + conv(32, 64, 4) + conv(64, 128, 3) + lin(flat + emb, 256)
+    heads = 2 * lin(256, z)
+    decoder = (lin(z + emb, 256) + lin(256, flat) + conv(128, 64, 4) + conv(64, 32, 4)
+               + conv(32, 1, 3))
+    return classes * emb + encoder + heads + decoder
+
+
+def test_parameter_count_matches_the_spec(nb):
+    assert sum(p.numel() for p in nb.CVAE().parameters()) == spec_parameter_count()
+    assert spec_parameter_count() == 3_499_397
+
+
+def test_feature_map_shapes_28_14_7_and_back(nb):
+    model = nb.CVAE()
+    sizes = []
+    for layer in [*model.enc_conv, *model.dec_conv]:
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+            layer.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[1:])))
+    x, y = torch.rand(5, 1, 28, 28), torch.arange(5)
+    logits, mu, logvar = model(x, y)
+    assert sizes == [(32, 14, 14), (64, 7, 7), (128, 7, 7),
+                     (64, 14, 14), (32, 28, 28), (1, 28, 28)]
+    assert logits.shape == (5, 1, 28, 28) and mu.shape == logvar.shape == (5, 2)
+    assert model.decode(torch.zeros(3, 2), torch.arange(3)).shape == (3, 1, 28, 28)
+
+
+def test_decoder_returns_logits_not_probabilities(nb):
+    model = nb.CVAE()
+    assert not any(isinstance(m, (nn.Sigmoid, nn.Tanh)) for m in model.modules())
+    z, y = torch.randn(64, 2), torch.arange(64) % 10
+    for bias in (-3.0, 3.0):  # the output follows the last bias unsquashed
+        nn.init.constant_(model.dec_conv[-1].bias, bias)
+        assert torch.allclose(model.decode(z, y), torch.full((64, 1, 28, 28), bias))
+
+
+def test_initialisation_as_suggested(nb):
+    torch.manual_seed(0)
+    model = nb.CVAE()
+    final = model.dec_conv[-1]
+    assert torch.all(final.weight == 0) and torch.all(final.bias == 0)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            assert torch.all(m.bias == 0)
+            if m is not final and m.weight.numel() > 1000:
+                assert m.weight.std().item() == pytest.approx(0.01, rel=0.1)
+
+
+def test_recon_at_initialisation_is_784_ln2(nb):
+    """Zero final conv: every logit is 0, so each pixel costs ln 2 whatever x is."""
+    model = nb.CVAE()
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8)
+    logits, _, _ = model(x, y)
+    assert torch.all(logits == 0)
+    recon = nb.recon_loss(logits, x)
+    assert torch.allclose(recon, torch.full((8,), 784 * math.log(2)), atol=1e-3)
