@@ -25,11 +25,16 @@ def test_recon_is_the_bernoulli_negative_log_likelihood_summed_over_pixels(nb):
     assert torch.allclose(nb.recon_loss(logits, x), means, rtol=1e-5)
 
 
-def test_vae_loss_combines_the_terms(nb):
-    torch.manual_seed(3)
+def model_and_batch(nb, seed):
+    """A CVAE whose decoder is no longer all zeros, and a random batch."""
+    torch.manual_seed(seed)
     model = nb.CVAE()
     nn.init.normal_(model.dec_conv[-1].weight, std=0.1)
-    x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
+    return model, torch.rand(16, 1, 28, 28), torch.arange(16) % 10
+
+
+def test_vae_loss_combines_the_terms(nb):
+    model, x, y = model_and_batch(nb, seed=3)
     loss, recon, kl = nb.vae_loss(model, x, y, 2.5, torch.Generator().manual_seed(0))
     logits, mu, logvar = model(x, y, torch.Generator().manual_seed(0))
     r, k = nb.recon_loss(logits, x), nb.kl_divergence(mu, logvar)
@@ -61,10 +66,7 @@ def test_reparameterization_gradients_by_hand(nb):
 
 
 def test_gradients_reach_both_encoder_heads(nb):
-    torch.manual_seed(4)
-    model = nb.CVAE()
-    nn.init.normal_(model.dec_conv[-1].weight, std=0.1)
-    x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
+    model, x, y = model_and_batch(nb, seed=4)
     loss, _, _ = nb.vae_loss(model, x, y, 1.0, torch.Generator().manual_seed(0))
     loss.backward()
     for head in (model.mu_head, model.logvar_head):
