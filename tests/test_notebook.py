@@ -17,7 +17,8 @@ from conftest import NOTEBOOK, mnist_root
 
 FIGURES = ["fig1_curves_beta1", "fig2_curves_beta4", "fig3_reconstructions",
            "fig4_generation", "fig5_latent_scatter", "fig6_traversals_beta1",
-           "fig7_traversals_beta4", "fig8_manifold_beta1", "fig9_manifold_beta4"]
+           "fig7_traversals_beta4", "fig8_manifold_beta1", "fig9_manifold_beta4",
+           "fig10_label_swap_beta1", "fig10_label_swap_beta4"]
 MAX_CODE_LINE = 80  # nbconvert's LaTeX template wraps longer lines
 
 
@@ -102,8 +103,8 @@ def test_smoke_notebook_exports_to_pdf(smoke_runs):
     if shutil.which("pdftotext"):
         text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True,
                               text=True, check=True).stdout
-        for heading in ["Part 1", "Part 2", "Part 3", "Part 4"]:
+        for heading in ["Part 1", "Part 2", "Part 3", "Part 4", "Part 5"]:
             assert heading in text, heading
-        for n in range(1, 10):
+        for n in range(1, 11):
             assert f"Figure {n}" in text, n
         assert "Traceback" not in text and "Error displaying widget" not in text
