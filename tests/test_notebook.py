@@ -64,6 +64,22 @@ def test_smoke_run_has_no_errors_and_writes_every_figure(smoke_runs):
         assert png.exists() and png.stat().st_size > 5000, name
 
 
+def test_part5_writes_the_numbers_it_prints_to_metrics_json(smoke_runs):
+    workdir, _, first, _ = smoke_runs
+    metrics = json.loads((workdir / "figures" / "metrics.json").read_text())
+    text = outputs_text(first)
+    for beta in ("beta=1", "beta=4"):
+        m = metrics[beta]
+        assert set(m) >= {"test_set", "subset", "classifier_accuracy", "label_obeyed",
+                          "latent", "alignment"}
+        assert f"{m['test_set']['-ELBO']['mean']:9.2f}" in text
+        assert f"{m['classifier_accuracy']['overall']:7.2f}" in text
+        assert f"{m['label_obeyed']['overall']:7.2f}" in text
+        assert m["subset"]["-L_100"]["gap"] > -0.5  # L_k <= log p, within noise
+    assert f"judge: {metrics['judge_test_accuracy']:.2f}%" in text
+    assert f"Part 5 for both models: {metrics['part5_seconds']:.0f}s" in text
+
+
 def test_outputs_are_clean_for_the_pdf(smoke_runs):
     text = outputs_text(smoke_runs[2])
     assert "\r" not in text and "█" not in text       # no progress-bar debris
