@@ -124,3 +124,10 @@ def test_smoke_notebook_exports_to_pdf(smoke_runs):
         for n in range(1, 11):
             assert f"Figure {n}" in text, n
         assert "Traceback" not in text and "Error displaying widget" not in text
+        assert "HBox" not in text
+        # what an exception or a warning prints (the code's "raise X(" is fine)
+        assert not re.search(r"\b[A-Z]\w*(Error|Exception|Warning): ", text)
+    if shutil.which("pdfinfo"):
+        info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True,
+                              check=True).stdout
+        assert 25 <= int(re.search(r"Pages:\s+(\d+)", info).group(1)) <= 60
