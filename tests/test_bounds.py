@@ -68,7 +68,7 @@ def test_log_weights_by_hand_and_k1_is_the_elbo_estimator(nb):
 def test_quadrature_equals_brute_force_sum_over_nodes(nb):
     model, x = random_model(nb, 6), torch.rand(3, 1, 28, 28)
     n, r = 13, 6.0
-    grid = nb.decode_grid(model, n, r, batch=50)
+    grid = nb.decode_grid(model, n, r)
     out = nb.grid_log_px(grid, x, r)
     t = torch.linspace(-r, r, n, dtype=torch.float64)
     dt = torch.full((n,), 2 * r / (n - 1), dtype=torch.float64)
