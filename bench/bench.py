@@ -4,8 +4,8 @@ Interleaved rounds (notebook path, then naive loop, then again ...) so that drif
 machine's speed hits both; throughputs are medians over rounds and the speed-up is the
 median of the per-round ratios. The naive loop runs in a process of its own, so it keeps
 glibc's default memory handling while the notebook path keeps freed memory (its
-keep_freed_memory(), as the notebook does before training). Also: this machine's matmul peak in fp32 and bf16, the
-GFLOP/s the training step achieves, and the projected time of the full notebook run.
+keep_freed_memory(), as the notebook does); that process also times the notebook path
+without the setting. Also: this machine's matmul peak in fp32 and bf16, the GFLOP/s the training step achieves, and the projected time of the full notebook run.
 Writes bench/results/bench.json.
 """
 import json
@@ -45,7 +45,7 @@ def matmul_gflops(dtype, n=2048, reps=10):
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
-def naive_worker(conn, root):
+def default_memory_worker(conn, root):
     """A process with glibc's default memory handling. "naive": the loop of a typical
     submission (DataLoader + ToTensor, fp32, same model and loss); "notebook": the
     notebook's train_epoch without keep_freed_memory(). Answers with images/s."""
@@ -98,14 +98,15 @@ def main():
         nb.train_epoch(fast, fast_opt, x_tr[:n_images], y_tr[:n_images], 1.0, cfg, gen, amp)
         return n_images / (time.perf_counter() - t)
 
-    # the naive loop of a typical submission, in its own process (see the docstring)
-    naive, worker = mp.get_context("spawn").Pipe()
-    child = mp.get_context("spawn").Process(target=naive_worker, args=(worker, root), daemon=True)
+    # the naive loop, and the notebook path without the setting, in a process of its own
+    child_end, worker = mp.get_context("spawn").Pipe()
+    child = mp.get_context("spawn").Process(target=default_memory_worker, args=(worker, root),
+                                            daemon=True)
     child.start()
 
     def in_child(command):
-        naive.send(command)
-        return naive.recv()
+        child_end.send(command)
+        return child_end.recv()
 
     kept = nb.keep_freed_memory()
     notebook_run(), in_child("naive"), in_child("notebook")  # warm-up
@@ -158,7 +159,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2))
     print(f"\nnotebook path: {fast_med:.0f} img/s ({result['machine']['compute_path']}, "
-          f"channels-last, fused AdamW, freed memory kept); naive loop: {result['naive_median_images_per_s']:.0f}"
+          f"channels-last, fused AdamW, freed memory kept); naive loop: "
+          f"{result['naive_median_images_per_s']:.0f}"
           f" img/s (DataLoader + ToTensor, fp32)")
     print(f"speed-up (median of per-round ratios): {result['speedup_median']:.2f}x "
           f"(goal >= 1.8x)")
@@ -169,7 +171,7 @@ def main():
           f"GFLOP/s fp32, {peak['bf16']:.0f} GFLOP/s bf16")
     print(f"projected full run: {epoch_s:.0f} s/epoch incl. {eval_s:.1f} s evaluation -> "
           f"{full_min:.1f} min of training for 2 models x {cfg.epochs} epochs")
-    naive.send("stop")
+    child_end.send("stop")
     child.join()
     print(f"wrote {out / 'bench.json'}")
 
