@@ -5,7 +5,8 @@ machine's speed hits both; throughputs are medians over rounds and the speed-up 
 median of the per-round ratios. The naive loop runs in a process of its own, so it keeps
 glibc's default memory handling while the notebook path keeps freed memory (its
 keep_freed_memory(), as the notebook does); that process also times the notebook path
-without the setting. Also: this machine's matmul peak in fp32 and bf16, the GFLOP/s the training step achieves, and the projected time of the full notebook run.
+without the setting. Also: this machine's matmul peak in fp32 and bf16, the GFLOP/s
+the training step achieves, and the projected time of the full notebook run.
 Writes bench/results/bench.json.
 """
 import json
