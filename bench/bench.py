@@ -6,7 +6,8 @@ median of the per-round ratios. The naive loop runs in a process of its own, so 
 glibc's default memory handling while the notebook path keeps freed memory (its
 keep_freed_memory(), as the notebook does); that process also times the notebook path
 without the setting. Also: this machine's matmul peak in fp32 and bf16, the GFLOP/s
-the training step achieves, and the projected time of the full notebook run.
+the training step achieves, the projected time of the full notebook run's training, and
+its floor: the same FLOPs at the matmul peak.
 Writes bench/results/bench.json.
 """
 import json
@@ -130,6 +131,9 @@ def main():
     with FlopCounterMode(display=False) as counter:
         nb.vae_loss(nb.CVAE(), xb, yb, 1.0)[0].backward()
     flop_per_image = counter.get_total_flops() / 128
+    with FlopCounterMode(display=False) as counter:
+        nb.evaluate(nb.CVAE(), xb, yb, 1.0)
+    eval_flop_per_image = counter.get_total_flops() / 128
     peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
 
     # evaluation throughput and the projected full run (2 models x 20 epochs)
@@ -141,6 +145,10 @@ def main():
     full_min = 2 * cfg.epochs * epoch_s / 60
     achieved = fast_med * flop_per_image / 1e9
     naive_achieved = statistics.median(naive_ips) * flop_per_image / 1e9
+    # the floor: every FLOP of training and evaluation at the matmul peak of this path
+    peak_path = peak["bf16" if amp else "fp32"]
+    run_flop = 2 * cfg.epochs * (len(x_tr) * flop_per_image + len(x_te) * eval_flop_per_image)
+    floor_min = run_flop / (peak_path * 1e9) / 60
     result = {
         "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,
                     "compute_path": "bf16 autocast" if amp else "fp32",
@@ -159,6 +167,8 @@ def main():
         "eval_seconds_10k": eval_s,
         "projected_epoch_seconds": epoch_s,
         "projected_training_minutes_2x20_epochs": full_min,
+        "training_minutes_at_matmul_peak": floor_min,
+        "fraction_of_matmul_peak": floor_min / full_min,
     }
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -176,6 +186,9 @@ def main():
           f"GFLOP/s fp32, {peak['bf16']:.0f} GFLOP/s bf16")
     print(f"projected full run: {epoch_s:.0f} s/epoch incl. {eval_s:.1f} s evaluation -> "
           f"{full_min:.1f} min of training for 2 models x {cfg.epochs} epochs")
+    print(f"floor: the same {run_flop / 1e12:.0f} TFLOP at the {peak_path:.0f} GFLOP/s matmul "
+          f"peak would take {floor_min:.1f} min; this path runs at "
+          f"{100 * floor_min / full_min:.0f} % of it")
     child_end.send("stop")
     child.join()
     print(f"wrote {out / 'bench.json'}")

@@ -148,6 +148,15 @@ def test_negative_elbo_agrees_with_the_training_evaluation(nb, trained):
     assert kl.mean().item() == pytest.approx(k, rel=1e-6)
 
 
+def test_evaluation_does_not_depend_on_the_inference_batch(nb, trained):
+    # batches of a multiple of 8 images draw the same noise as one big batch
+    model, x, y = trained
+    runs = [nb.evaluate(model, x, y, 1.0, seed=9, batch=b) for b in (nb.INFER_BATCH, 200, 40)]
+    for run in runs[1:]:
+        assert run == pytest.approx(runs[0], rel=1e-6)
+    mus = [nb.encode_mean(model, x, y, batch=b)[0] for b in (nb.INFER_BATCH, 40)]
+    assert torch.equal(*mus)
+
 def test_per_digit_accuracy(nb):
     target = torch.tensor([0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     pred = torch.tensor([0, 1, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0])
