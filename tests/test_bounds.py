@@ -157,6 +157,7 @@ def test_evaluation_does_not_depend_on_the_inference_batch(nb, trained):
     mus = [nb.encode_mean(model, x, y, batch=b)[0] for b in (nb.INFER_BATCH, 40)]
     assert torch.equal(*mus)
 
+
 def test_per_digit_accuracy(nb):
     target = torch.tensor([0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     pred = torch.tensor([0, 1, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0])
