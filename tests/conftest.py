@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nbdefs import NOTEBOOK, ROOT, load_notebook_defs
+from nbdefs import NOTEBOOK, ROOT, load_notebook_defs  # noqa: F401 (re-exported)
 
 
 def mnist_root():

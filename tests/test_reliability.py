@@ -15,105 +15,100 @@ def same_weights(a, b):
                                                  b.state_dict().values()))
 
 
+def training_calls(nb, monkeypatch, on_call):
+    """Run on_call(n) before the n-th training step (validation calls do not count)."""
+    calls, real = [0], nb.elbo_terms
+    def counting(model, *args, **kwargs):
+        if model.training:
+            calls[0] += 1
+            on_call(calls[0])
+        return real(model, *args, **kwargs)
+    monkeypatch.setattr(nb, "elbo_terms", counting)
+
+
 def test_interrupted_run_resumes_to_the_same_weights(nb, small_data, tmp_path, monkeypatch):
-    cfg = nb.Config(epochs=3, warmup_epochs=2, batch_size=64, seed=3)
-    straight, h_straight = nb.fit(1.0, small_data, cfg, CPU, ckpt_dir=tmp_path / "a",
-                                  log=quiet)
-    calls, real_loss = [0], nb.vae_loss
-    def interrupting_loss(*args, **kwargs):  # dies in epoch 2, after 3 of its steps
-        calls[0] += 1
-        if calls[0] == 8 + 3 + 1:
+    kw = dict(epochs=3, warmup_epochs=2, batch_size=64, seed=3, log=quiet)
+    straight, h_straight = nb.fit(1.0, small_data, CPU, ckpt_dir=tmp_path / "a", **kw)
+    def interrupt(n):  # 8 steps per epoch: dies during epoch 2
+        if n == 8 + 3:
             raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)
-    monkeypatch.setattr(nb, "vae_loss", interrupting_loss)
-    with pytest.raises(KeyboardInterrupt):
-        nb.fit(1.0, small_data, cfg, CPU, ckpt_dir=tmp_path / "b", log=quiet)
-    monkeypatch.setattr(nb, "vae_loss", real_loss)
+    with monkeypatch.context() as m:
+        training_calls(nb, m, interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            nb.fit(1.0, small_data, CPU, ckpt_dir=tmp_path / "b", **kw)
+    (path,) = (tmp_path / "b").glob("*.pt")
+    assert len(torch.load(path, weights_only=True)["history"]) == 1
     logs = []
-    resumed, h_resumed = nb.fit(1.0, small_data, cfg, CPU, ckpt_dir=tmp_path / "b",
-                                log=logs.append)
-    assert "resuming after epoch 1" in logs[0]
+    resumed, h_resumed = nb.fit(1.0, small_data, CPU, ckpt_dir=tmp_path / "b",
+                                **{**kw, "log": logs.append})
+    assert [m for m in logs if "trained" in m] == [
+        "beta=1: epoch 2 of 3 trained", "beta=1: epoch 3 of 3 trained"]
     assert same_weights(straight, resumed)  # bit-exact on the CPU
     assert h_resumed["val_loss"] == h_straight["val_loss"]
 
 
-def test_finished_checkpoint_skips_training(nb, small_data, tmp_path, monkeypatch):
-    cfg = nb.Config(epochs=1, seed=4)
-    first, h1 = nb.fit(4.0, small_data, cfg, CPU, ckpt_dir=tmp_path, log=quiet)
+def test_finished_checkpoint_is_reused_and_retrain_trains_again(nb, small_data, tmp_path,
+                                                                monkeypatch):
+    first, h1 = nb.fit(4.0, small_data, CPU, epochs=1, seed=4, ckpt_dir=tmp_path, log=quiet)
     def no_training(*args, **kwargs):
         raise AssertionError("trained although a finished checkpoint exists")
     monkeypatch.setattr(nb, "train_epoch", no_training)
     logs = []
-    second, h2 = nb.fit(4.0, small_data, cfg, CPU, ckpt_dir=tmp_path, log=logs.append)
-    assert "training skipped" in logs[0] and h1 == h2 and same_weights(first, second)
+    second, h2 = nb.fit(4.0, small_data, CPU, epochs=1, seed=4, ckpt_dir=tmp_path,
+                        log=logs.append)
+    assert h1 == h2 and same_weights(first, second)
+    assert logs[-1].startswith("beta=4: 1 epochs") and "val loss" in logs[-1]
     with pytest.raises(AssertionError, match="trained although"):
-        nb.fit(4.0, small_data, cfg, CPU, ckpt_dir=tmp_path, retrain=True, log=quiet)
+        nb.fit(4.0, small_data, CPU, epochs=1, seed=4, ckpt_dir=tmp_path, retrain=True)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_damaged_checkpoint_is_reported_and_retrained(nb, small_data, tmp_path, damage):
-    cfg = nb.Config(epochs=1, seed=5)
-    _, h1 = nb.fit(1.0, small_data, cfg, CPU, ckpt_dir=tmp_path, log=quiet)
+    _, h1 = nb.fit(1.0, small_data, CPU, epochs=1, seed=5, ckpt_dir=tmp_path, log=quiet)
     (path,) = tmp_path.glob("*.pt")
     data = path.read_bytes()
     path.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\x00junk" * 99,
                       "empty": b""}[damage])
-    logs = []
-    _, h2 = nb.fit(1.0, small_data, cfg, CPU, ckpt_dir=tmp_path, log=logs.append)
-    assert "unreadable" in logs[0] and "training from scratch" in logs[0]
+    with pytest.warns(UserWarning, match="unreadable.*training anew"):
+        _, h2 = nb.fit(1.0, small_data, CPU, epochs=1, seed=5, ckpt_dir=tmp_path, log=quiet)
     assert h2["val_loss"] == h1["val_loss"]  # retrained, same seed: same result
-    assert nb.load_checkpoint(path, nb.run_key(1.0, cfg, CPU, nb.amp_dtype_for(CPU)))
+    assert len(torch.load(path, weights_only=True)["history"]) == 1  # and saved again
 
 
 def test_checkpoint_of_another_configuration_is_not_used(nb, small_data, tmp_path):
-    cfg_a, cfg_b = nb.Config(epochs=1, seed=5), nb.Config(epochs=1, seed=6)
-    nb.fit(1.0, small_data, cfg_a, CPU, ckpt_dir=tmp_path / "a", log=quiet)
-    key_b = nb.run_key(1.0, cfg_b, CPU, nb.amp_dtype_for(CPU))
-    (path_a,) = (tmp_path / "a").glob("*.pt")
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / f"cvae_beta1_{key_b}.pt").write_bytes(path_a.read_bytes())
-    logs = []
-    nb.fit(1.0, small_data, cfg_b, CPU, ckpt_dir=tmp_path / "b", log=logs.append)
-    assert "another configuration" in logs[0]
+    nb.fit(1.0, small_data, CPU, epochs=1, seed=5, ckpt_dir=tmp_path / "a", log=quiet)
+    nb.fit(1.0, small_data, CPU, epochs=1, seed=6, ckpt_dir=tmp_path / "b", log=quiet)
+    (path_a,), (path_b,) = (tmp_path / "a").glob("*.pt"), (tmp_path / "b").glob("*.pt")
+    path_b.write_bytes(path_a.read_bytes())  # seed 5's file under seed 6's name
+    with pytest.warns(UserWarning, match="another configuration"):
+        nb.fit(1.0, small_data, CPU, epochs=1, seed=6, ckpt_dir=tmp_path / "b", log=quiet)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(epochs=0), "epochs"), (dict(warmup_epochs=-1), "warmup_epochs"),
-    (dict(batch_size=0), "batch_size"), (dict(lr=0.0), "lr"), (dict(lr=-1e-3), "lr"),
-    (dict(precision="fp8"), "precision"),
-])
-def test_bad_parameters_are_refused_with_a_clear_message(nb, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        nb.Config(**kwargs)
-
-
-def test_negative_beta_is_refused_before_any_work(nb, small_data, tmp_path):
-    with pytest.raises(ValueError, match="beta must be >= 0"):
-        nb.fit(-1.0, small_data, nb.Config(epochs=1), CPU, ckpt_dir=tmp_path)
-    assert not any(tmp_path.iterdir())
-
-
-@pytest.mark.parametrize("name", ["tpu", "gpu", "banana", "meta"])
-def test_unknown_device_is_refused(nb, name):
-    with pytest.raises(ValueError, match="device"):
-        nb.resolve_device(name)
-
-
-def test_nan_stops_training_and_keeps_the_last_good_checkpoint(nb, small_data, tmp_path,
-                                                              monkeypatch):
-    cfg = nb.Config(epochs=3, batch_size=128, seed=6)
-    calls, real_recon = [0], nb.recon_loss
-    def poisoned_recon(logits, x):
-        calls[0] += 1
-        out = real_recon(logits, x)
-        return out * float("nan") if calls[0] == 4 + 1 + 2 else out  # epoch 2, step 2
-    monkeypatch.setattr(nb, "recon_loss", poisoned_recon)
-    with pytest.raises(FloatingPointError, match=r"beta=1, epoch 2, step 2"):
-        nb.fit(1.0, small_data, cfg, CPU, ckpt_dir=tmp_path, log=quiet)
+def test_nan_stops_training_naming_model_epoch_step_and_keeps_the_checkpoint(
+        nb, small_data, tmp_path, monkeypatch):
+    real = nb.recon_loss
+    def poison(n):  # 4 steps of 128 per epoch: epoch 2, step 2
+        if n == 4 + 2:
+            monkeypatch.setattr(nb, "recon_loss", lambda *a: real(*a) * float("nan"))
+    training_calls(nb, monkeypatch, poison)
+    with pytest.raises(FloatingPointError, match=r"beta=1, epoch 2, step 2.*checkpoint kept"):
+        nb.fit(1.0, small_data, CPU, epochs=3, seed=6, ckpt_dir=tmp_path, log=quiet)
     (path,) = tmp_path.glob("*.pt")
-    state = nb.load_checkpoint(path, nb.run_key(1.0, cfg, CPU, nb.amp_dtype_for(CPU)))
-    assert state["epoch"] == 1 and all(torch.isfinite(v).all()
-                                       for v in state["model"].values())
+    state = torch.load(path, weights_only=True)
+    assert len(state["history"]) == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(betas=(1.0, -4.0)), "BETAS"), (dict(epochs=0), "EPOCHS"),
+    (dict(epochs=2.5), "EPOCHS"), (dict(warmup_epochs=-1), "WARMUP_EPOCHS"),
+    (dict(batch_size=0), "BATCH_SIZE"), (dict(lr=0.0), "LR"), (dict(lr=-1e-3), "LR"),
+])
+def test_bad_parameters_are_refused_with_a_clear_message(nb, change, message):
+    good = dict(betas=(1.0, 4.0), epochs=20, warmup_epochs=8, batch_size=128, lr=3e-4)
+    nb.check_settings(**good)  # the notebook's own values pass
+    with pytest.raises(ValueError, match=f"bad parameters; required: {message}"):
+        nb.check_settings(**{**good, **change})
 
 
 def test_missing_data_offline_gives_a_clear_message(nb, tmp_path, monkeypatch):
@@ -121,4 +116,5 @@ def test_missing_data_offline_gives_a_clear_message(nb, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError) as err:
         nb.load_mnist(tmp_path / "nowhere")
     text = str(err.value)
-    assert "MNIST/raw" in text and "t10k-images-idx3-ubyte" in text and "MNIST_ROOT" in text
+    assert "MNIST/raw" in text and "train-images-idx3-ubyte" in text and "DATA_ROOT" in text
+    assert not (tmp_path / "nowhere" / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
