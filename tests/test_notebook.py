@@ -24,8 +24,8 @@ ALLOWED = {"0.9", "0.95", "0.01", "0.5", "1.0", "0.1", "0.2", "0.4"}
 
 
 def with_parameters(path, source):
-    """A copy of the notebook with `source` injected after the parameters cell, as
-    papermill does; returns the notebook object."""
+    """Write a copy of the notebook with `source` injected after the parameters cell,
+    as papermill does."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     i = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     cell = nbformat.v4.new_code_cell(
@@ -33,13 +33,12 @@ def with_parameters(path, source):
     cell.metadata["tags"] = ["injected-parameters"]
     nb.cells.insert(i + 1, cell)
     nbformat.write(nb, path)
-    return nb
 
 
-def execute(path, **kwargs):
+def execute(path):
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=900, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}, **kwargs).execute()
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
     nbformat.write(nb, path)
     return nb
 
