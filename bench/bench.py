@@ -1,31 +1,53 @@
 """make bench: the notebook's own training step against a naive loop, on this machine, now.
 
+The notebook's path is what its `fit` runs: the model in channels-last, fused AdamW with
+LR from the parameters cell and the assignment's settings `ADAMW`, and `train_epoch` on
+the images held in memory, under the notebook's precision context (bf16 autocast where
+the CPU has bf16 natively, else fp32). The naive loop is the plain loop a typical
+submission writes: a `DataLoader` over `datasets.MNIST` with `ToTensor` (shuffled, batches
+of BATCH_SIZE), the notebook's `CVAE` in the default contiguous layout with fp32 inputs
+and weights and no autocast, non-fused AdamW with the same LR and `ADAMW`, and per batch
+eps ~ N(0, I), the forward pass, the loss written out (BCE with logits summed over the
+pixels plus the KL, the batch mean, beta = 1), zero_grad, backward, clip_grad_norm_ to
+1.0 and step. Both train with beta = 1 on BENCH_BATCHES batches per timed run.
+
 Interleaved rounds (notebook path, then naive loop, then again ...) so that drift in the
 machine's speed hits both; throughputs are medians over rounds and the speed-up is the
 median of the per-round ratios. Also: this machine's matmul peak in fp32 and bf16, the
-GFLOP/s the training step achieves, the projected training time of the full run (2 models
-x 20 epochs) and its floor (the same FLOPs at the matmul peak).
-Writes bench/results/bench.json.
+GFLOP/s the training step achieves, the projected training time of the full run
+(len(BETAS) models x EPOCHS epochs, from the parameters cell) and its floor (the same
+FLOPs at the matmul peak). Writes bench/results/bench.json.
 """
 import json
 import os
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
+import nbformat
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from nbdefs import load_notebook_defs  # noqa: E402
+from nbdefs import NOTEBOOK, load_notebook_defs  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 4))
-BATCHES = int(os.environ.get("BENCH_BATCHES", 40))  # per timed run, 128 images each
-EPOCHS, BATCH = 20, 128  # the notebook's full run: 2 models x 20 epochs
+BATCHES = int(os.environ.get("BENCH_BATCHES", 40))  # per timed run, BATCH_SIZE images each
+
+
+def notebook_parameters():
+    """The values of the notebook's parameters cell (as scripts/seeds.py reads them)."""
+    cell = next(c for c in nbformat.read(NOTEBOOK, as_version=4).cells
+                if "parameters" in c.metadata.get("tags", []))
+    values = {}
+    exec(cell.source, {"torch": torch}, values)
+    return values
 
 
 def mnist_root():
@@ -44,45 +66,60 @@ def matmul_gflops(dtype, n=2048, reps=10):
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
+def naive_epoch(model, opt, loader, batches):
+    """The plain loop: contiguous fp32 batches from the loader, the loss written out."""
+    model.train()
+    for i, (x, y) in enumerate(loader):
+        if i == batches:
+            break
+        eps = torch.randn(len(x), 2)
+        logits, mu, logvar = model(x, y, eps)
+        recon = F.binary_cross_entropy_with_logits(
+            logits, x, reduction="none").flatten(1).sum(1)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+        loss = (recon + kl).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+
 def main():
     nb = load_notebook_defs()
+    params = notebook_parameters()
+    lr, batch, epochs, n_models = (params["LR"], params["BATCH_SIZE"], params["EPOCHS"],
+                                   len(params["BETAS"]))
     root = mnist_root()
     (x_tr, y_tr), (x_te, y_te) = nb.load_mnist(root, download=False)
     cpu = torch.device("cpu")
     amp = nb.bf16_native(cpu)
-    n_images = BATCHES * BATCH
+    if amp:  # the notebook's choice of precision context
+        ctx = torch.autocast(cpu.type, dtype=torch.bfloat16)
+    else:
+        ctx = nullcontext()
+    n_images = BATCHES * batch
 
-    # the notebook's path: its own train_epoch on in-memory tensors (what fit() runs)
+    # the notebook's path: its own train_epoch on in-memory tensors, set up as fit() does
     torch.manual_seed(0)
-    model = nb.CVAE().to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95),
-                            weight_decay=1e-4, fused=True)
-    gen, x, y = torch.Generator().manual_seed(0), x_tr[:n_images], y_tr[:n_images]
+    model = nb.CVAE().to(cpu, memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True, **nb.ADAMW)
+    gen, x, y = torch.Generator(cpu).manual_seed(0), x_tr[:n_images], y_tr[:n_images]
 
     def notebook_run():
         t = time.perf_counter()
-        nb.train_epoch(model, opt, x, y, 1.0, gen, amp, BATCH, "bench")
+        nb.train_epoch(model, opt, x, y, beta_eff=1.0, batch_size=batch, gen=gen,
+                       ctx=ctx, name="bench")
         return n_images / (time.perf_counter() - t)
 
-    # a naive loop as a typical submission writes it: DataLoader + ToTensor, fp32
+    # the naive loop: DataLoader + ToTensor, contiguous fp32, non-fused AdamW
     naive_model = nb.CVAE()
-    naive_opt = torch.optim.AdamW(naive_model.parameters(), lr=3e-4, betas=(0.9, 0.95),
-                                  weight_decay=1e-4)
+    naive_opt = torch.optim.AdamW(naive_model.parameters(), lr=lr, **nb.ADAMW)
     loader = DataLoader(datasets.MNIST(root, train=True, transform=transforms.ToTensor()),
-                        batch_size=BATCH, shuffle=True)
+                        batch_size=batch, shuffle=True)
 
     def naive_run():
         t = time.perf_counter()
-        naive_model.train()
-        for i, (xb, yb) in enumerate(loader):
-            if i == BATCHES:
-                break
-            recon, kl = nb.elbo_terms(naive_model, xb, yb)
-            loss = (recon + kl).mean()
-            naive_opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(naive_model.parameters(), 1.0)
-            naive_opt.step()
+        naive_epoch(naive_model, naive_opt, loader, BATCHES)
         return n_images / (time.perf_counter() - t)
 
     notebook_run(), naive_run()  # warm-up
@@ -94,29 +131,33 @@ def main():
         print(f"round {r + 1}/{ROUNDS}: notebook {fast[-1]:6.0f} img/s, naive "
               f"{naive[-1]:6.0f} img/s, ratio {ratios[-1]:.2f}", flush=True)
 
-    # FLOPs of one training image (forward + backward) and of one validated image
-    xb, yb = x_tr[:BATCH], y_tr[:BATCH]
+    # FLOPs of one training image: one batch of the naive loop on a fresh model, i.e.
+    # model(x, y, eps), the loss and its backward (clipping and AdamW do no matmuls)
+    flop_model = nb.CVAE()
+    flop_opt = torch.optim.AdamW(flop_model.parameters(), lr=lr, **nb.ADAMW)
     with FlopCounterMode(display=False) as counter:
-        recon, kl = nb.elbo_terms(nb.CVAE(), xb, yb)
-        (recon + kl).mean().backward()
-    train_flop = counter.get_total_flops() / BATCH
+        naive_epoch(flop_model, flop_opt, loader, 1)
+    train_flop = counter.get_total_flops() / batch
+    # and of one validated image: the notebook's evaluate (forward pass only)
     with FlopCounterMode(display=False) as counter:
-        nb.evaluate(nb.CVAE(), xb, yb)
-    eval_flop = counter.get_total_flops() / BATCH
+        nb.evaluate(nb.CVAE(), x_tr[:batch], y_tr[:batch], 0)
+    eval_flop = counter.get_total_flops() / batch
     peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
 
     t = time.perf_counter()
-    nb.evaluate(model, x_te, y_te, amp)
+    nb.evaluate(model, x_te, y_te, 0, ctx)
     eval_s = time.perf_counter() - t
     fast_med = statistics.median(fast)
     epoch_s = len(x_tr) / fast_med + eval_s
-    full_min = 2 * EPOCHS * epoch_s / 60
+    full_min = n_models * epochs * epoch_s / 60
     peak_path = peak["bf16" if amp else "fp32"]
-    run_flop = 2 * EPOCHS * (len(x_tr) * train_flop + len(x_te) * eval_flop)
+    run_flop = n_models * epochs * (len(x_tr) * train_flop + len(x_te) * eval_flop)
     floor_min = run_flop / (peak_path * 1e9) / 60
     result = {
         "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,
                     "compute_path": "bf16 autocast" if amp else "fp32"},
+        "settings": {"lr": lr, "adamw": nb.ADAMW, "batch_size": batch, "epochs": epochs,
+                     "models": n_models},
         "rounds": ROUNDS, "images_per_run": n_images,
         "notebook_images_per_s": fast, "naive_images_per_s": naive,
         "notebook_median_images_per_s": fast_med,
@@ -128,22 +169,22 @@ def main():
         "matmul_peak_gflops": peak,
         "eval_seconds_10k": eval_s,
         "projected_epoch_seconds": epoch_s,
-        "projected_training_minutes_2x20_epochs": full_min,
+        "projected_training_minutes": full_min,
         "training_minutes_at_matmul_peak": floor_min,
     }
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2))
     print(f"\nnotebook path ({result['machine']['compute_path']}, channels-last, fused "
-          f"AdamW): {fast_med:.0f} img/s; naive loop (DataLoader + ToTensor, fp32): "
-          f"{result['naive_median_images_per_s']:.0f} img/s")
+          f"AdamW): {fast_med:.0f} img/s; naive loop (DataLoader + ToTensor, contiguous "
+          f"fp32, AdamW): {result['naive_median_images_per_s']:.0f} img/s")
     print(f"speed-up (median of per-round ratios): {result['speedup_median']:.2f}x")
     print(f"{train_flop / 1e9:.3f} GFLOP per training image; achieved "
           f"{result['achieved_gflops_notebook']:.0f} GFLOP/s (naive "
           f"{result['achieved_gflops_naive']:.0f}); matmul peak here {peak['fp32']:.0f} "
           f"GFLOP/s fp32, {peak['bf16']:.0f} GFLOP/s bf16")
     print(f"projected full run: {epoch_s:.0f} s/epoch incl. {eval_s:.1f} s validation -> "
-          f"{full_min:.1f} min of training for 2 models x {EPOCHS} epochs")
+          f"{full_min:.1f} min of training for {n_models} models x {epochs} epochs")
     print(f"floor: the same {run_flop / 1e12:.0f} TFLOP at the {peak_path:.0f} GFLOP/s "
           f"matmul peak would take {floor_min:.1f} min ({100 * floor_min / full_min:.0f} % "
           "of the projection)")

@@ -1,10 +1,15 @@
-"""Shared fixtures: the notebook's own definitions (cells tagged "defs"), and MNIST."""
+"""Shared fixtures and helpers: the notebook's own definitions (cells tagged "defs"), its
+parameters cell, MNIST, and `fit` with small settings."""
 import os
 from pathlib import Path
 
+import nbformat
 import pytest
+import torch
 
 from nbdefs import NOTEBOOK, ROOT, load_notebook_defs  # noqa: F401 (re-exported)
+
+CPU = torch.device("cpu")
 
 
 def mnist_root():
@@ -15,6 +20,27 @@ def mnist_root():
         if (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").exists():
             return root
     pytest.fail("MNIST not found: set MNIST_ROOT to a folder holding MNIST/raw/")
+
+
+def notebook_parameters():
+    """The values the notebook's parameters cell sets."""
+    cells = nbformat.read(NOTEBOOK, as_version=4).cells
+    source = next(c.source for c in cells if "parameters" in c.metadata.get("tags", []))
+    values = {}
+    exec(source, {"torch": torch}, values)
+    return values
+
+
+def quiet(_):
+    pass
+
+
+def small_fit(nb, beta, data, ckpt_dir, **settings):
+    """The notebook's fit with small settings (one epoch); `settings` override them."""
+    kwargs = dict(epochs=1, warmup_epochs=8, batch_size=128, lr=3e-4, seed=0, device=CPU,
+                  ckpt_dir=ckpt_dir, log=quiet)
+    kwargs.update(settings)
+    return nb.fit(beta, data, **kwargs)
 
 
 @pytest.fixture(scope="session")

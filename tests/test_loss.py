@@ -35,21 +35,36 @@ def test_recon_is_the_bernoulli_negative_log_likelihood_summed_over_pixels(nb):
 def test_beta_warmup_counts_epochs_from_one(nb, beta, expected):
     assert {e: nb.beta_schedule(beta, e, 8) for e in expected} == expected
     assert nb.beta_schedule(beta, 1, 0) == beta  # no warm-up
+    assert nb.beta_schedule(beta, 1, 2) == beta / 2
 
 
 def model_and_batch(nb, seed):
-    """A CVAE whose decoder is no longer all zeros, and a random batch."""
+    """A CVAE whose weights are large enough for z and y to matter, and a random batch."""
     torch.manual_seed(seed)
     model = nb.CVAE()
-    nn.init.normal_(model.dec_conv[-1].weight, std=0.1)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, std=0.1)
     return model, torch.rand(16, 1, 28, 28), torch.arange(16) % 10
+
+
+def test_forward_decodes_the_reparameterised_z(nb):
+    """z = mu + exp(logvar / 2) * eps, computed by hand from the encoder's outputs."""
+    model, x, y = model_and_batch(nb, seed=3)
+    eps = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    logits, mu, logvar = model(x, y, eps)
+    mu_ref, logvar_ref = model.encode(x, y)
+    sigma = Normal(mu_ref, torch.exp(0.5 * logvar_ref)).stddev
+    assert torch.equal(mu, mu_ref) and torch.equal(logvar, logvar_ref)
+    assert torch.allclose(logits, model.decode(mu_ref + sigma * eps, y), atol=1e-6)
+    assert not torch.allclose(logits, model.decode(mu_ref, y), atol=1e-3)  # eps matters
 
 
 def test_elbo_terms_are_recon_at_the_sampled_z_and_the_closed_form_kl(nb):
     model, x, y = model_and_batch(nb, seed=3)
-    recon, kl = nb.elbo_terms(model, x, y, torch.Generator().manual_seed(0))
-    mu, logvar = model.encode(x, y)
     eps = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    recon, kl = nb.elbo_terms(model, x, y, eps)
+    mu, logvar = model.encode(x, y)
     logits = model.decode(mu + torch.exp(0.5 * logvar) * eps, y)
     assert torch.allclose(recon, nb.recon_loss(logits, x), rtol=1e-6)
     assert torch.allclose(kl, nb.kl_divergence(mu, logvar).sum(1))
@@ -65,21 +80,9 @@ def test_logvar_is_clamped_for_extreme_inputs(nb):
     assert torch.allclose(model.encode(x, y)[1], torch.full((4, 2), 3.0), atol=0.1)
 
 
-def test_reparameterization_gradients_by_hand(nb):
-    """z = mu + exp(logvar/2) eps: dz/dmu = 1, dz/dlogvar = exp(logvar/2) eps / 2."""
-    mu = torch.tensor([[0.3, -1.2]], requires_grad=True)
-    logvar = torch.tensor([[0.4, -2.0]], requires_grad=True)
-    z = nb.reparameterize(mu, logvar, torch.Generator().manual_seed(5))
-    eps = torch.randn((1, 2), generator=torch.Generator().manual_seed(5))
-    assert torch.allclose(z, mu + torch.exp(0.5 * logvar) * eps)
-    z.sum().backward()
-    assert torch.allclose(mu.grad, torch.ones(1, 2))
-    assert torch.allclose(logvar.grad, 0.5 * torch.exp(0.5 * logvar.detach()) * eps)
-
-
 def test_gradients_reach_both_encoder_heads(nb):
     model, x, y = model_and_batch(nb, seed=4)
-    recon, kl = nb.elbo_terms(model, x, y, torch.Generator().manual_seed(0))
+    recon, kl = nb.elbo_terms(model, x, y, torch.randn(16, 2))
     (recon + kl).mean().backward()
     for head in (model.mu_head, model.logvar_head):
         assert torch.isfinite(head.weight.grad).all() and head.weight.grad.abs().sum() > 0
@@ -89,7 +92,7 @@ def test_recon_at_initialisation_is_784_ln2(nb):
     """Zero final conv: every logit is 0, so each pixel costs ln 2 whatever x is."""
     model = nb.CVAE()
     x, y = torch.rand(8, 1, 28, 28), torch.arange(8)
-    logits, _, _ = model(x, y)
+    logits, _, _ = model(x, y, torch.randn(8, 2))
     assert torch.all(logits == 0)
     assert torch.allclose(nb.recon_loss(logits, x), torch.full((8,), 784 * math.log(2)),
                           atol=1e-3)

@@ -6,8 +6,12 @@ import torch.nn as nn
 
 def spec_parameter_count(z=2, emb=16, classes=10):
     """Hand count from the assignment's layer list (weights + biases)."""
-    conv = lambda cin, cout, k: cin * cout * k * k + cout
-    lin = lambda nin, nout: nin * nout + nout
+    def conv(cin, cout, k):
+        return cin * cout * k * k + cout
+
+    def lin(nin, nout):
+        return nin * nout + nout
+
     flat = 128 * 7 * 7
     encoder = conv(1, 32, 4) + conv(32, 64, 4) + conv(64, 128, 3) + lin(flat + emb, 256)
     heads = 2 * lin(256, z)
@@ -28,7 +32,7 @@ def test_feature_map_shapes_28_14_7_and_back(nb):
         if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
             layer.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[1:])))
     x, y = torch.rand(5, 1, 28, 28), torch.arange(5)
-    logits, mu, logvar = model(x, y)
+    logits, mu, logvar = model(x, y, torch.randn(5, 2))
     assert sizes == [(32, 14, 14), (64, 7, 7), (128, 7, 7),
                      (64, 14, 14), (32, 28, 28), (1, 28, 28)]
     assert logits.shape == (5, 1, 28, 28) and mu.shape == logvar.shape == (5, 2)

@@ -16,8 +16,8 @@ from conftest import NOTEBOOK, mnist_root
 
 FIGURES = ["fig1_curves_beta1", "fig2_curves_beta4", "fig3_reconstructions",
            "fig4_generation", "fig5_latent_scatter", "fig6_traversals_beta1",
-           "fig7_traversals_beta4", "fig8_fig9_manifolds", "fig10_label_swap"]
-SMALL = "EPOCHS, N_TRAIN, N_TEST, IWAE_IMAGES, GRID_N = 2, 2048, 1000, 100, 25"
+           "fig7_traversals_beta4", "fig8_fig9_manifolds"]
+SMALL = "EPOCHS, N_TRAIN, N_TEST, SUBSET, GRID_N = 2, 2048, 1000, 100, 25"
 MAX_CODE_LINE = 80  # longer lines wrap in the PDF
 # decimal numbers the prose may quote without an output: the assignment's settings
 ALLOWED = {"0.9", "0.95", "0.01", "0.5", "1.0", "0.1", "0.2", "0.4"}
@@ -84,10 +84,11 @@ def test_part5_writes_the_numbers_it_prints_to_metrics_json(small_runs):
     for beta in ("beta=1", "beta=4"):
         bounds = metrics[beta]["bounds"]
         assert f"{bounds['test set: -ELBO']['value']:7.2f}" in text
-        assert bounds["subset: -L_100"]["gap"] > -0.5  # L_k <= log p, within noise
-        assert f"{metrics[beta]['code']['alignment score']:8.3g}" in text
+        assert bounds["test set: -ELBO"]["gap"] > 0  # the ELBO lies below log p
+        assert f"{metrics[beta]['code']['alignment score']:.3f}" in text
         assert f"{metrics['accuracy'][f'log p, {beta}']['all']:6.1f}" in text
-    assert f"Part 5: {metrics['part5_seconds']:.0f} s" in text
+        assert len(metrics[beta]["traversal effects"]) == 2  # axes x digits x factors
+    assert "seeds.json is missing" in text  # the temporary copy has none: it goes on
 
 
 def test_outputs_are_clean_for_the_pdf(small_runs):
@@ -102,9 +103,25 @@ def test_second_run_reuses_the_checkpoints_and_shows_the_same_training(small_run
     workdir, _, first, second, stamps = small_runs
     assert len(stamps) == 2  # one per model, and the second run wrote neither again
     assert stamps == {p: p.stat().st_mtime_ns for p in (workdir / "checkpoints").glob("*.pt")}
-    train = lambda nb: next(outputs_text(nbformat.v4.new_notebook(cells=[c]))
-                            for c in nb.cells if "fit(" in c.source and "models[beta]" in c.source)
-    assert train(first) == train(second) and "2 epochs" in train(second)
+    assert training_output(first) == training_output(second)
+    assert "2 epochs" in training_output(second)
+
+
+def training_output(nb):
+    """What the cell that trains the models printed."""
+    cell = next(c for c in nb.cells if "fit(" in c.source and "models[beta]" in c.source)
+    return outputs_text(nbformat.v4.new_notebook(cells=[cell]))
+
+
+def test_a_run_with_one_other_beta_runs_top_to_bottom(tmp_path):
+    path = tmp_path / NOTEBOOK.name
+    with_parameters(path, "EPOCHS, N_TRAIN, N_TEST, SUBSET, GRID_N = 1, 512, 300, 50, 13\n"
+                          "BETAS = (0.5,)")
+    text = outputs_text(execute(path))
+    assert "beta=0.5: 1 epochs" in text and "beta=1" not in text
+    metrics = json.loads((tmp_path / "figures" / "metrics.json").read_text())
+    assert list(metrics) == ["beta=0.5", "accuracy"]
+    assert (tmp_path / "figures" / "fig1_curves_beta0.5.png").exists()
 
 
 @pytest.mark.parametrize("source, message", [("EPOCHS = 0", "EPOCHS"),
@@ -133,7 +150,7 @@ def check_pdf(pdf):
     text = "\n".join(pages)
     for heading in ["Part 1", "Part 2", "Part 3", "Part 4", "Part 5"]:
         assert heading in text, heading
-    for n in range(1, 11):
+    for n in range(1, 10):
         assert f"Figure {n}" in text, n
     assert not re.search(r"\b\w*(Error|Exception|Warning)\b: |Traceback|HBox", text)
     assert not re.search(r"^\d+(\.\d+)+\s+Part", text, re.M)  # no LaTeX section numbers
@@ -142,7 +159,7 @@ def check_pdf(pdf):
     images = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True,
                             text=True, check=True).stdout.splitlines()[2:]
     ppi = [int(line.split()[12]) for line in images if line.split()[2] == "image"]
-    assert len(ppi) >= 9 and min(ppi) >= 150  # Figures 8 and 9 share one image
+    assert len(ppi) >= 8 and min(ppi) >= 150  # Figures 8 and 9 share one image
 
 
 def pdftotext_pages(pdf):
@@ -171,9 +188,9 @@ def test_committed_notebook_is_one_full_clean_run(committed):
 def test_committed_notebook_keeps_to_the_budgets(committed):
     lines = [[line for line in c.source.splitlines() if line.strip()]
              for c in committed.cells if c.cell_type == "code"]
-    assert sum(map(len, lines)) <= 450 and max(map(len, lines)) <= 45
+    assert sum(map(len, lines)) <= 520 and max(map(len, lines)) <= 45
     words = sum(len(c.source.split()) for c in committed.cells if c.cell_type == "markdown")
-    assert words <= 1800
+    assert words <= 2000
     long = [line for c in lines for line in c if len(line) > MAX_CODE_LINE]
     assert not long, long
     assert not any("β" in c.source for c in committed.cells)  # write $\beta$

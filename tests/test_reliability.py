@@ -3,11 +3,7 @@ import pytest
 import torch
 from torchvision import datasets
 
-CPU = torch.device("cpu")
-
-
-def quiet(_):
-    pass
+from conftest import small_fit
 
 
 def same_weights(a, b):
@@ -18,6 +14,7 @@ def same_weights(a, b):
 def training_calls(nb, monkeypatch, on_call):
     """Run on_call(n) before the n-th training step (validation calls do not count)."""
     calls, real = [0], nb.elbo_terms
+
     def counting(model, *args, **kwargs):
         if model.training:
             calls[0] += 1
@@ -27,72 +24,77 @@ def training_calls(nb, monkeypatch, on_call):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(nb, small_data, tmp_path, monkeypatch):
-    kw = dict(epochs=3, warmup_epochs=2, batch_size=64, seed=3, log=quiet)
-    straight, h_straight = nb.fit(1.0, small_data, CPU, ckpt_dir=tmp_path / "a", **kw)
+    kw = dict(epochs=3, warmup_epochs=2, batch_size=64, seed=3)
+    straight, h_straight = small_fit(nb, 1.0, small_data, tmp_path / "a", **kw)
+
     def interrupt(n):  # 8 steps per epoch: dies during epoch 2
         if n == 8 + 3:
             raise KeyboardInterrupt
     with monkeypatch.context() as m:
         training_calls(nb, m, interrupt)
         with pytest.raises(KeyboardInterrupt):
-            nb.fit(1.0, small_data, CPU, ckpt_dir=tmp_path / "b", **kw)
+            small_fit(nb, 1.0, small_data, tmp_path / "b", **kw)
     (path,) = (tmp_path / "b").glob("*.pt")
     assert len(torch.load(path, weights_only=True)["history"]) == 1
     logs = []
-    resumed, h_resumed = nb.fit(1.0, small_data, CPU, ckpt_dir=tmp_path / "b",
-                                **{**kw, "log": logs.append})
+    resumed, h_resumed = small_fit(nb, 1.0, small_data, tmp_path / "b", log=logs.append,
+                                   **kw)
     assert [m for m in logs if "trained" in m] == [
-        "beta=1: epoch 2 of 3 trained", "beta=1: epoch 3 of 3 trained"]
+        "beta=1, seed 3: epoch 2 of 3 trained", "beta=1, seed 3: epoch 3 of 3 trained"]
     assert same_weights(straight, resumed)  # bit-exact on the CPU
     assert h_resumed["val_loss"] == h_straight["val_loss"]
 
 
 def test_finished_checkpoint_is_reused_and_retrain_trains_again(nb, small_data, tmp_path,
                                                                 monkeypatch):
-    first, h1 = nb.fit(4.0, small_data, CPU, epochs=1, seed=4, ckpt_dir=tmp_path, log=quiet)
+    first, h1 = small_fit(nb, 4.0, small_data, tmp_path, seed=4)
+
     def no_training(*args, **kwargs):
         raise AssertionError("trained although a finished checkpoint exists")
     monkeypatch.setattr(nb, "train_epoch", no_training)
     logs = []
-    second, h2 = nb.fit(4.0, small_data, CPU, epochs=1, seed=4, ckpt_dir=tmp_path,
-                        log=logs.append)
+    second, h2 = small_fit(nb, 4.0, small_data, tmp_path, seed=4, log=logs.append)
     assert h1 == h2 and same_weights(first, second)
     assert logs[-1].startswith("beta=4: 1 epochs") and "val loss" in logs[-1]
     with pytest.raises(AssertionError, match="trained although"):
-        nb.fit(4.0, small_data, CPU, epochs=1, seed=4, ckpt_dir=tmp_path, retrain=True)
+        small_fit(nb, 4.0, small_data, tmp_path, seed=4, retrain=True)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_damaged_checkpoint_is_reported_and_retrained(nb, small_data, tmp_path, damage):
-    _, h1 = nb.fit(1.0, small_data, CPU, epochs=1, seed=5, ckpt_dir=tmp_path, log=quiet)
+    _, h1 = small_fit(nb, 1.0, small_data, tmp_path, seed=5)
     (path,) = tmp_path.glob("*.pt")
     data = path.read_bytes()
     path.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\x00junk" * 99,
                       "empty": b""}[damage])
     with pytest.warns(UserWarning, match="unreadable.*training anew"):
-        _, h2 = nb.fit(1.0, small_data, CPU, epochs=1, seed=5, ckpt_dir=tmp_path, log=quiet)
+        _, h2 = small_fit(nb, 1.0, small_data, tmp_path, seed=5)
     assert h2["val_loss"] == h1["val_loss"]  # retrained, same seed: same result
     assert len(torch.load(path, weights_only=True)["history"]) == 1  # and saved again
 
 
 def test_checkpoint_of_another_configuration_is_not_used(nb, small_data, tmp_path):
-    nb.fit(1.0, small_data, CPU, epochs=1, seed=5, ckpt_dir=tmp_path / "a", log=quiet)
-    nb.fit(1.0, small_data, CPU, epochs=1, seed=6, ckpt_dir=tmp_path / "b", log=quiet)
+    small_fit(nb, 1.0, small_data, tmp_path / "a", seed=5)
+    small_fit(nb, 1.0, small_data, tmp_path / "b", seed=6)
     (path_a,), (path_b,) = (tmp_path / "a").glob("*.pt"), (tmp_path / "b").glob("*.pt")
     path_b.write_bytes(path_a.read_bytes())  # seed 5's file under seed 6's name
     with pytest.warns(UserWarning, match="another configuration"):
-        nb.fit(1.0, small_data, CPU, epochs=1, seed=6, ckpt_dir=tmp_path / "b", log=quiet)
+        small_fit(nb, 1.0, small_data, tmp_path / "b", seed=6)
 
 
 def test_nan_stops_training_naming_model_epoch_step_and_keeps_the_checkpoint(
         nb, small_data, tmp_path, monkeypatch):
     real = nb.recon_loss
+
+    def nan_loss(*args):
+        return real(*args) * float("nan")
+
     def poison(n):  # 4 steps of 128 per epoch: epoch 2, step 2
         if n == 4 + 2:
-            monkeypatch.setattr(nb, "recon_loss", lambda *a: real(*a) * float("nan"))
+            monkeypatch.setattr(nb, "recon_loss", nan_loss)
     training_calls(nb, monkeypatch, poison)
     with pytest.raises(FloatingPointError, match=r"beta=1, epoch 2, step 2.*checkpoint kept"):
-        nb.fit(1.0, small_data, CPU, epochs=3, seed=6, ckpt_dir=tmp_path, log=quiet)
+        small_fit(nb, 1.0, small_data, tmp_path, epochs=3, seed=6)
     (path,) = tmp_path.glob("*.pt")
     state = torch.load(path, weights_only=True)
     assert len(state["history"]) == 1
@@ -103,12 +105,16 @@ def test_nan_stops_training_naming_model_epoch_step_and_keeps_the_checkpoint(
     (dict(betas=(1.0, -4.0)), "BETAS"), (dict(epochs=0), "EPOCHS"),
     (dict(epochs=2.5), "EPOCHS"), (dict(warmup_epochs=-1), "WARMUP_EPOCHS"),
     (dict(batch_size=0), "BATCH_SIZE"), (dict(lr=0.0), "LR"), (dict(lr=-1e-3), "LR"),
+    (dict(betas=()), "BETAS"), (dict(warmup_epochs=1.5), "WARMUP_EPOCHS"),
 ])
 def test_bad_parameters_are_refused_with_a_clear_message(nb, change, message):
     good = dict(betas=(1.0, 4.0), epochs=20, warmup_epochs=8, batch_size=128, lr=3e-4)
     nb.check_settings(**good)  # the notebook's own values pass
+    nb.check_settings(betas=(0.5,), epochs=1, warmup_epochs=0, batch_size=1, lr=1e-5)
     with pytest.raises(ValueError, match=f"bad parameters; required: {message}"):
-        nb.check_settings(**{**good, **change})
+        bad = dict(good)
+        bad.update(change)
+        nb.check_settings(**bad)
 
 
 def test_missing_data_offline_gives_a_clear_message(nb, tmp_path, monkeypatch):

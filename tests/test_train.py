@@ -1,23 +1,66 @@
-"""The optimizer, clipping, the compute path, and short real trainings."""
+"""The settings, the optimizer, clipping, the compute path, and short real trainings."""
+from contextlib import nullcontext
+
 import pytest
 import torch
 import torch.nn as nn
 
-CPU = torch.device("cpu")
+from conftest import CPU, notebook_parameters, small_fit
+
+BF16 = torch.autocast("cpu", dtype=torch.bfloat16)
 
 
-def quiet(_):
-    pass
+def test_the_parameters_cell_holds_the_assignments_settings(nb):
+    p = notebook_parameters()
+    assert p["BETAS"] == (1.0, 4.0) and p["SEED"] == 8851
+    assert (p["EPOCHS"], p["WARMUP_EPOCHS"], p["BATCH_SIZE"], p["LR"]) == (20, 8, 128, 3e-4)
+    assert nb.ADAMW == {"betas": (0.9, 0.95), "weight_decay": 1e-4}
 
 
-def test_optimizer_as_suggested(nb, small_data, tmp_path):
-    nb.fit(1.0, small_data, CPU, epochs=1, ckpt_dir=tmp_path, log=quiet)
+def test_the_optimizer_trains_with_the_given_settings(nb, small_data, tmp_path):
+    small_fit(nb, 1.0, small_data, tmp_path, lr=2e-4)
     (path,) = tmp_path.glob("*.pt")
     group = torch.load(path, weights_only=True)["opt"]["param_groups"][0]
-    assert (group["lr"], group["betas"], group["weight_decay"]) == (3e-4, (0.9, 0.95), 1e-4)
+    assert (group["lr"], group["betas"], group["weight_decay"]) == (2e-4, (0.9, 0.95), 1e-4)
     assert group["fused"] and not group["amsgrad"]  # AdamW, one fused kernel
-    defaults = nb.fit.__defaults__  # amp, epochs, warm-up, batch size, lr, seed, ...
-    assert defaults[1:6] == (20, 8, 128, 3e-4, 8851)
+
+
+def steps_of(path):
+    """Optimizer steps taken, as the checkpoint's AdamW state counts them."""
+    return int(torch.load(path, weights_only=True)["opt"]["state"][0]["step"])
+
+
+def test_every_setting_of_fit_shows_in_what_it_trains_and_in_its_checkpoint(
+        nb, small_data, tmp_path):
+    """A changed setting trains another model (seen in the result) and never reuses the
+    checkpoint of the first."""
+    (x, y), val = small_data
+    base, h = small_fit(nb, 1.0, small_data, tmp_path)
+    (first,) = tmp_path.glob("*.pt")
+    assert h["beta_eff"] == [1 / 8] and steps_of(first) == 4  # 512 images, batches of 128
+    changes = {
+        "beta": (dict(beta=4.0), lambda m, h, p: h["beta_eff"] == [4 / 8]),
+        "epochs": (dict(epochs=2), lambda m, h, p: h["epoch"] == [1, 2]),
+        "warmup_epochs": (dict(warmup_epochs=2), lambda m, h, p: h["beta_eff"] == [0.5]),
+        "batch_size": (dict(batch_size=64), lambda m, h, p: steps_of(p) == 8),
+        "lr": (dict(lr=1e-3), lambda m, h, p: torch.load(p, weights_only=True)["opt"][
+            "param_groups"][0]["lr"] == 1e-3),
+        "seed": (dict(seed=1), lambda m, h, p: h["train_loss"] != base_h["train_loss"]),
+        "ctx": (dict(ctx=BF16), lambda m, h, p: h["train_loss"] != base_h["train_loss"]),
+        "training data": (dict(data=((x[:256], y[:256]), val)),
+                          lambda m, h, p: steps_of(p) == 2),
+        "validation data": (dict(data=((x, y), (val[0][:128], val[1][:128]))),
+                            lambda m, h, p: h["val_loss"] != base_h["val_loss"]),
+    }
+    base_h = h
+    for name, (change, shows) in changes.items():
+        settings = dict(change)
+        beta = settings.pop("beta", 1.0)
+        data = settings.pop("data", small_data)
+        before = set(tmp_path.glob("*.pt"))
+        model, history = small_fit(nb, beta, data, tmp_path, **settings)
+        (new,) = set(tmp_path.glob("*.pt")) - before  # not the first one reused
+        assert shows(model, history, new), name
 
 
 def test_gradient_norm_is_clipped_at_one_before_every_step(nb, small_data, monkeypatch):
@@ -26,14 +69,31 @@ def test_gradient_norm_is_clipped_at_one_before_every_step(nb, small_data, monke
     nn.init.normal_(model.dec_conv[-1].weight, std=1.0)  # large gradients to clip
     opt = torch.optim.AdamW(model.parameters())
     norms, step = [], opt.step
+
     def recording_step(*args, **kwargs):
         grads = [p.grad.norm() for p in model.parameters() if p.grad is not None]
         norms.append(torch.stack(grads).norm().item())
         return step(*args, **kwargs)
     monkeypatch.setattr(opt, "step", recording_step)
-    nb.train_epoch(model, opt, x[:256], y[:256], 1.0, torch.Generator(), False, 64, "test")
+    nb.train_epoch(model, opt, x[:256], y[:256], beta_eff=1.0, batch_size=64,
+                   gen=torch.Generator(), ctx=nullcontext(), name="test")
     assert len(norms) == 4 and max(norms) <= 1.0 + 1e-4
     assert min(norms) > 0.99  # the clip was active, so the check is not vacuous
+
+
+def test_train_epoch_weighs_the_kl_with_beta_eff(nb, small_data):
+    (x, y), _ = small_data
+    losses = []
+    for beta_eff in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = nb.CVAE()
+        opt = torch.optim.AdamW(model.parameters(), lr=0.0)  # no update: same model
+        losses.append(nb.train_epoch(model, opt, x, y, beta_eff=beta_eff, batch_size=128,
+                                     gen=torch.Generator().manual_seed(1),
+                                     ctx=nullcontext(), name="test"))
+    (loss0, recon0, kl0), (loss1, recon1, kl1) = losses
+    assert loss0 == pytest.approx(recon0) and loss1 == pytest.approx(recon1 + kl1)
+    assert kl1 > 0
 
 
 def test_bf16_path_and_fp32_give_the_same_loss(nb, small_data):
@@ -41,12 +101,13 @@ def test_bf16_path_and_fp32_give_the_same_loss(nb, small_data):
     torch.manual_seed(0)
     model = nb.CVAE().to(memory_format=torch.channels_last)
     nn.init.normal_(model.dec_conv[-1].weight, std=0.05)
-    terms = {amp: nb.elbo_terms(model, x[:128], y[:128], torch.Generator().manual_seed(1), amp)
-             for amp in (False, True)}
-    for fp32, bf16 in zip(terms[False], terms[True]):
-        assert bf16.dtype == torch.float32  # the loss itself stays in fp32
-        assert torch.allclose(bf16.mean(), fp32.mean(), rtol=1e-2)
-        assert not torch.equal(bf16, fp32)  # bf16 did run
+    eps = torch.randn(128, 2)
+    fp32 = nb.elbo_terms(model, x[:128], y[:128], eps, nullcontext())
+    bf16 = nb.elbo_terms(model, x[:128], y[:128], eps, BF16)
+    for a, b in zip(fp32, bf16):
+        assert b.dtype == torch.float32  # the loss itself stays in fp32
+        assert torch.allclose(b.mean(), a.mean(), rtol=1e-2)
+        assert not torch.equal(b, a)  # bf16 did run
 
 
 @pytest.mark.parametrize("capability, native", [((8, 0), True), ((9, 0), True),
@@ -71,40 +132,47 @@ def test_bf16_on_the_cpu_only_with_native_instructions(nb, monkeypatch, avx512_b
 
 def test_short_training_lowers_the_loss(nb, mnist, tmp_path):
     (x, y), (xt, yt) = mnist
-    _, h = nb.fit(1.0, ((x[:2048], y[:2048]), (xt[:500], yt[:500])), CPU, epochs=2,
-                  warmup_epochs=0, seed=1, ckpt_dir=tmp_path, log=quiet)
+    _, h = small_fit(nb, 1.0, ((x[:2048], y[:2048]), (xt[:500], yt[:500])), tmp_path,
+                     epochs=2, warmup_epochs=0, seed=1)
     assert h["epoch"] == [1, 2] and h["beta_eff"] == [1.0, 1.0]
     assert h["train_loss"][-1] < h["train_loss"][0] - 20
     assert h["val_loss"][-1] < h["val_loss"][0]
 
 
-def test_same_seed_same_result_other_seed_other_result(nb, small_data, tmp_path):
-    runs = [nb.fit(4.0, small_data, CPU, epochs=1, seed=s, ckpt_dir=tmp_path / str(i),
-                   log=quiet) for i, s in enumerate((7, 7, 8))]
-    (m1, h1), (m2, h2), (_, h3) = runs
+def test_same_seed_same_result(nb, small_data, tmp_path):
+    (m1, h1), (m2, h2) = [small_fit(nb, 4.0, small_data, tmp_path / str(i), seed=7)
+                          for i in range(2)]
     assert h1["train_loss"] == h2["train_loss"] and h1["val_loss"] == h2["val_loss"]
     assert all(torch.equal(a, b) for a, b in zip(m1.parameters(), m2.parameters()))
-    assert h3["train_loss"] != h1["train_loss"]
 
 
 def test_validation_is_the_mean_of_the_per_image_terms(nb, small_data, tmp_path):
     (x, y), (xt, yt) = small_data
-    model, h = nb.fit(4.0, small_data, CPU, epochs=2, warmup_epochs=4, ckpt_dir=tmp_path,
-                      log=quiet)
-    recon, kl = nb.evaluate(model, xt, yt, seed=8851)
+    model, h = small_fit(nb, 4.0, small_data, tmp_path, epochs=2, warmup_epochs=4, seed=3)
+    recon, kl = nb.evaluate(model, xt, yt, 3)  # fit validates with its own seed
     assert h["val_recon"][-1] == pytest.approx(recon.mean().item(), rel=1e-6)
+    assert h["val_kl"][-1] == pytest.approx(kl.mean().item(), rel=1e-6)
     assert h["val_loss"][-1] == pytest.approx((recon + 2.0 * kl).mean().item(), rel=1e-6)
 
 
-def test_inference_does_not_depend_on_the_chunk_size(nb, small_data, monkeypatch):
-    """Chunks of a multiple of 8 images draw the same noise as one big batch."""
+def test_evaluation_does_not_depend_on_the_chunk_size(nb, small_data, monkeypatch):
+    """The noise is drawn up front, so chunks of any size see the same draws."""
     (x, y), _ = small_data
     torch.manual_seed(2)
     model = nb.CVAE()
     nn.init.normal_(model.dec_conv[-1].weight, std=0.1)
-    runs = []
-    for batch in (256, 64, 40):
-        monkeypatch.setattr(nb.chunked, "__defaults__", (batch,))
+    chunked, runs, sizes = nb.chunked, [], []
+
+    def chunked_by(size):
+        def forced(model, fn, *tensors, batch=None):
+            sizes.append(len(tensors[0].split(size)[0]))
+            return chunked(model, fn, *tensors, batch=size)
+        return forced
+    for size in (512, 64, 37):
+        monkeypatch.setattr(nb, "chunked", chunked_by(size))
         runs.append(nb.evaluate(model, x, y, seed=9))
+    assert sizes == [512, 64, 37]  # the chunk size really changed
     for recon, kl in runs[1:]:
         assert torch.allclose(recon, runs[0][0], rtol=1e-5) and torch.equal(kl, runs[0][1])
+    other = nb.evaluate(model, x, y, seed=10)[0]
+    assert not torch.allclose(other, runs[0][0], rtol=1e-5)  # the noise matters
