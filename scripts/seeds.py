@@ -45,22 +45,30 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-def measure(nb, model, seed, test, judge, factors, spread, grid_n, ctx):
-    """One model's numbers, computed as the notebook's Part 5 computes them."""
+def measure(nb, model, history, seed, test, judge, factors, spread, grid_n, ctx):
+    """One model's numbers, computed as the notebook computes them."""
     x, y = test
     recon, kl = nb.evaluate(model, x, y, seed, ctx)
-    nll = nb.nll_of_label(nb.quadrature(model, x, grid_n, ctx=ctx), y)
+    log_px = nb.quadrature(model, x, grid_n, ctx=ctx)
+    nll = nb.nll_of_label(log_px, y)
     mu, logvar = nb.chunked(model, model.encode, x, y)
+    shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))]
     mean, sd = nb.digit_spread(factors, y)
     code = nb.code_stats(mu, logvar, (factors - mean[y]) / sd[y])
     effects = nb.traversal_effects(model, spread).abs()  # (axis, digit, factor)
     medians = effects.quantile(0.5, dim=1)  # (axis, factor)
-    values = {"test -ELBO": (recon + kl).mean().item(),
+    values = {"val - train loss, last epoch": history["val_loss"][-1]
+              - history["train_loss"][-1],
+              "test -ELBO": (recon + kl).mean().item(),
               "-log p(x|y)": nll.mean().item(),
+              "ELBO gap": (recon + kl - nll).mean().item(),
               "KL, both axes": sum(code["KL"]),
+              "mean sigma, both axes": sum(code["mean sigma"]) / 2,
               "active units": code["active units"],
-              "15-NN vote (%)": 100 * nb.knn_accuracy(mu, y),
+              "argmax log p(x|y) (%)": nb.per_digit_accuracy(log_px.argmax(1), y)["all"],
               "judge on samples (%)": nb.judge_samples(judge, model, seed)["all"],
+              "15-NN vote (%)": 100 * nb.knn_accuracy(mu, y),
+              "15-NN, shuffled labels (%)": 100 * nb.knn_accuracy(mu, shuffled),
               "code alignment score": code["alignment score"],
               "traversal alignment score": nb.alignment(medians.T)}
     for i, name in enumerate(nb.FACTORS):
@@ -103,7 +111,7 @@ def main():
             out["runs"] = {s: saved["runs"][s] for s in map(str, seeds) if s in saved["runs"]}
     t0, seconds = time.perf_counter(), out["seconds"]
     judge = nb.train_judge(*train, device, seed=params["SEED"], ctx=ctx)
-    factors = nb.measure_images(test[0])
+    factors = torch.cat([nb.morphometrics(part) for part in test[0].split(500)])
     spread = nb.digit_spread(factors, test[1])[1]
     for seed in seeds:
         for beta in params["BETAS"]:
@@ -116,8 +124,8 @@ def main():
                               batch_size=params["BATCH_SIZE"], lr=params["LR"], seed=seed,
                               device=device, ctx=ctx, ckpt_dir=args.ckpt_dir,
                               log=lambda message: print(message, flush=True))
-            runs[nb.tag(beta)] = measure(nb, model, seed, test, judge, factors, spread,
-                                         args.grid, ctx)
+            runs[nb.tag(beta)] = measure(nb, model, history, seed, test, judge, factors,
+                                         spread, args.grid, ctx)
             runs[nb.tag(beta)]["training minutes"] = sum(history["seconds"]) / 60
             out["seconds"] = seconds + time.perf_counter() - t0
             args.out.parent.mkdir(parents=True, exist_ok=True)
