@@ -70,6 +70,17 @@ def test_quadrature_of_a_decoder_that_ignores_z_is_exact(nb):
                           atol=1e-3)
 
 
+def test_quadrature_weights_are_the_trapezoid_rules(nb):
+    """On [-1, 1] with 5 nodes the end nodes count half: log p(x | y) of a decoder that
+    ignores z is -784 ln 2 + log of the trapezoid sum of N(z; 0, I), by hand."""
+    t = [-1.0, -0.5, 0.0, 0.5, 1.0]
+    w = [0.25, 0.5, 0.5, 0.5, 0.25]
+    one_axis = sum(wi * math.exp(-ti ** 2 / 2) / math.sqrt(2 * math.pi) for wi, ti in zip(w, t))
+    out = nb.quadrature(ZeroDecoder(), torch.rand(2, 1, 28, 28), n=5, radius=1.0)
+    assert torch.allclose(out, torch.full_like(out, 2 * math.log(one_axis) - 784 * math.log(2)),
+                          atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def trained(nb, mnist, tmp_path_factory):
     (x, y), (xt, yt) = mnist

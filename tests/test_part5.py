@@ -120,7 +120,7 @@ def test_code_stats_on_synthetic_latents(nb):
     assert st["slant"][0] > 0.99 and st["slant"][1] < 0.05 and st["thickness"][1] > 0.99
     assert st["alignment score"] > 0.9
     mixed = nb.code_stats(torch.stack([a + b, a - b], 1), logvar, factors)
-    assert mixed["alignment score"] < 0.1
+    assert mixed["alignment score"] < 0.1 and mixed["active units"] == 2
 
 
 def test_alignment_by_hand(nb):
@@ -130,7 +130,7 @@ def test_alignment_by_hand(nb):
 
 def test_knn_accuracy_on_synthetic_clusters(nb):
     g = torch.Generator().manual_seed(1)
-    labels = torch.arange(4000) % 10
+    labels = torch.randint(10, (4000,), generator=g)  # the two halves differ
     centres = torch.randn(10, 2, generator=g) * 20
     separated = centres[labels] + torch.randn(4000, 2, generator=g)
     assert nb.knn_accuracy(separated, labels) > 0.99
@@ -213,6 +213,31 @@ class LabelJudge(nn.Module):
         return F.one_hot(label, 10).float()
 
 
+class SignJudge(LabelJudge):
+    """Reads 1 where z0 > 0, else 0: its accuracy depends on the draws of z."""
+
+    def forward(self, x):
+        return F.one_hot((x[:, 0, 0, 0] > 0.5).long(), 10).float()
+
+
+def test_judge_samples_draw_z_from_the_seed(nb):
+    runs = [nb.judge_samples(SignJudge(), PixelStub(), seed=s, n=50) for s in (3, 3, 4)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+    assert runs[0][0] == pytest.approx(50, abs=25) and runs[0][5] == 0.0
+
+
 def test_judge_samples_are_decoded_with_every_label(nb):
     accuracy = nb.judge_samples(LabelJudge(), PixelStub(), seed=0, n=20)
     assert accuracy == {**{d: 100.0 for d in range(10)}, "all": 100.0}
+
+
+def test_show_grids_puts_the_ticks_at_the_tile_centres(nb, monkeypatch):
+    shown = []
+    monkeypatch.setattr(nb, "save_fig", lambda fig, name: shown.append(fig))
+    nb.show_grids([(torch.zeros(6, 1, 28, 28), 3, "t")], "title", "name",
+                  xticks=["a", "b", "c"], yticks=[0, 1])
+    ax = shown[0].axes[0]
+    assert list(ax.get_xticks()) == [15.5, 45.5, 75.5]  # 28 pixels and 2 of padding each
+    assert list(ax.get_yticks()) == [15.5, 45.5]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    assert ax.images[0].get_array().shape[:2] == (2 * 30 + 2, 3 * 30 + 2)

@@ -117,6 +117,13 @@ def test_bad_parameters_are_refused_with_a_clear_message(nb, change, message):
         nb.check_settings(**bad)
 
 
+def test_images_are_floats_in_zero_to_one(mnist):
+    (x, y), (xt, yt) = mnist
+    assert x.shape == (60000, 1, 28, 28) and xt.shape == (10000, 1, 28, 28)
+    assert x.dtype == torch.float32 and x.min() == 0.0 and x.max() == 1.0
+    assert y.tolist()[:5] == [5, 0, 4, 1, 9] and yt.tolist()[:5] == [7, 2, 1, 0, 4]
+
+
 def test_missing_data_offline_gives_a_clear_message(nb, tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])  # refused
     with pytest.raises(RuntimeError) as err:

@@ -46,7 +46,8 @@ def test_every_setting_of_fit_shows_in_what_it_trains_and_in_its_checkpoint(
         "lr": (dict(lr=1e-3), lambda m, h, p: torch.load(p, weights_only=True)["opt"][
             "param_groups"][0]["lr"] == 1e-3),
         "seed": (dict(seed=1), lambda m, h, p: h["train_loss"] != base_h["train_loss"]),
-        "ctx": (dict(ctx=BF16), lambda m, h, p: h["train_loss"] != base_h["train_loss"]),
+        "ctx": (dict(ctx=BF16), lambda m, h, p: h["train_loss"] != base_h["train_loss"]
+                and h["val_loss"] != base_h["val_loss"]),  # validation under ctx too
         "training data": (dict(data=((x[:256], y[:256]), val)),
                           lambda m, h, p: steps_of(p) == 2),
         "validation data": (dict(data=((x, y), (val[0][:128], val[1][:128]))),
@@ -81,19 +82,28 @@ def test_gradient_norm_is_clipped_at_one_before_every_step(nb, small_data, monke
     assert min(norms) > 0.99  # the clip was active, so the check is not vacuous
 
 
-def test_train_epoch_weighs_the_kl_with_beta_eff(nb, small_data):
+def test_train_epoch_returns_the_image_means_of_loss_recon_and_kl(nb, small_data):
+    """With lr = 0 the model stays put: the epoch's means are those of the per-image terms
+    at the noise train_epoch draws (batches of unequal size: 250 = 100 + 100 + 50)."""
     (x, y), _ = small_data
-    losses = []
-    for beta_eff in (0.0, 1.0):
-        torch.manual_seed(0)
-        model = nb.CVAE()
-        opt = torch.optim.AdamW(model.parameters(), lr=0.0)  # no update: same model
-        losses.append(nb.train_epoch(model, opt, x, y, beta_eff=beta_eff, batch_size=128,
+    x, y = x[:250], y[:250]
+    torch.manual_seed(0)
+    model = nb.CVAE()
+    nn.init.constant_(model.mu_head.bias, 1.5)  # a sizeable KL
+    nn.init.normal_(model.dec_conv[-1].weight, std=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=0.0)
+    loss, recon, kl = nb.train_epoch(model, opt, x, y, beta_eff=0.7, batch_size=100,
                                      gen=torch.Generator().manual_seed(1),
-                                     ctx=nullcontext(), name="test"))
-    (loss0, recon0, kl0), (loss1, recon1, kl1) = losses
-    assert loss0 == pytest.approx(recon0) and loss1 == pytest.approx(recon1 + kl1)
-    assert kl1 > 0
+                                     ctx=nullcontext(), name="test")
+    gen = torch.Generator().manual_seed(1)  # the same draws, by hand
+    terms = []
+    for idx in torch.randperm(250, generator=gen).split(100):
+        eps = torch.randn(len(idx), 2, generator=gen)
+        terms.append(torch.stack(nb.elbo_terms(model.train(), x[idx], y[idx], eps)))
+    recon_ref, kl_ref = torch.cat(terms, 1).double().mean(1).tolist()
+    assert kl_ref > 1.0
+    assert recon == pytest.approx(recon_ref, rel=1e-5) and kl == pytest.approx(kl_ref, rel=1e-5)
+    assert loss == pytest.approx(recon_ref + 0.7 * kl_ref, rel=1e-5)
 
 
 def test_bf16_path_and_fp32_give_the_same_loss(nb, small_data):
@@ -139,6 +149,12 @@ def test_short_training_lowers_the_loss(nb, mnist, tmp_path):
     assert h["val_loss"][-1] < h["val_loss"][0]
 
 
+def test_the_seed_sets_the_initial_weights(nb, small_data, tmp_path):
+    models = [small_fit(nb, 1.0, small_data, tmp_path / str(s), seed=s, lr=0.0)[0]
+              for s in (0, 1)]
+    assert not torch.equal(models[0].enc_fc[0].weight, models[1].enc_fc[0].weight)
+
+
 def test_same_seed_same_result(nb, small_data, tmp_path):
     (m1, h1), (m2, h2) = [small_fit(nb, 4.0, small_data, tmp_path / str(i), seed=7)
                           for i in range(2)]
@@ -148,11 +164,13 @@ def test_same_seed_same_result(nb, small_data, tmp_path):
 
 def test_validation_is_the_mean_of_the_per_image_terms(nb, small_data, tmp_path):
     (x, y), (xt, yt) = small_data
-    model, h = small_fit(nb, 4.0, small_data, tmp_path, epochs=2, warmup_epochs=4, seed=3)
+    model, h = small_fit(nb, 1.0, small_data, tmp_path, epochs=2, warmup_epochs=4, seed=3)
     recon, kl = nb.evaluate(model, xt, yt, 3)  # fit validates with its own seed
-    assert h["val_recon"][-1] == pytest.approx(recon.mean().item(), rel=1e-6)
-    assert h["val_kl"][-1] == pytest.approx(kl.mean().item(), rel=1e-6)
-    assert h["val_loss"][-1] == pytest.approx((recon + 2.0 * kl).mean().item(), rel=1e-6)
+    assert h["val_recon"][-1] == recon.mean().item() and h["val_kl"][-1] == kl.mean().item()
+    assert h["val_recon"][-1] != nb.evaluate(model, xt, yt, 0)[0].mean().item()
+    # the loss weighs the KL with epoch 2's beta_eff = 1 * 2 / 4, not with beta
+    assert h["val_loss"][-1] == (recon + 0.5 * kl).mean().item()
+    assert h["val_loss"][-1] != (recon + kl).mean().item()
 
 
 def test_evaluation_does_not_depend_on_the_chunk_size(nb, small_data, monkeypatch):
