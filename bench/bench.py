@@ -26,7 +26,6 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import nbformat
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -35,19 +34,11 @@ from torchvision import datasets, transforms
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from nbdefs import NOTEBOOK, load_notebook_defs  # noqa: E402
+from nbdefs import load_notebook_defs, notebook_parameters  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 4))
 BATCHES = int(os.environ.get("BENCH_BATCHES", 40))  # per timed run, BATCH_SIZE images each
 
-
-def notebook_parameters():
-    """The values of the notebook's parameters cell (as scripts/seeds.py reads them)."""
-    cell = next(c for c in nbformat.read(NOTEBOOK, as_version=4).cells
-                if "parameters" in c.metadata.get("tags", []))
-    values = {}
-    exec(cell.source, {"torch": torch}, values)
-    return values
 
 
 def mnist_root():

@@ -19,21 +19,12 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import nbformat
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from nbdefs import NOTEBOOK, load_notebook_defs  # noqa: E402
+from nbdefs import load_notebook_defs, notebook_parameters  # noqa: E402
 
-
-def notebook_parameters():
-    """The values of the notebook's parameters cell."""
-    cell = next(c for c in nbformat.read(NOTEBOOK, as_version=4).cells
-                if "parameters" in c.metadata.get("tags", []))
-    values = {}
-    exec(cell.source, {"torch": torch}, values)
-    return values
 
 
 def cpu_name():

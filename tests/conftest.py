@@ -3,11 +3,10 @@ parameters cell, MNIST, and `fit` with small settings."""
 import os
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
 
-from nbdefs import NOTEBOOK, ROOT, load_notebook_defs  # noqa: F401 (re-exported)
+from nbdefs import NOTEBOOK, ROOT, load_notebook_defs, notebook_parameters  # noqa: F401
 
 CPU = torch.device("cpu")
 
@@ -21,14 +20,6 @@ def mnist_root():
             return root
     pytest.fail("MNIST not found: set MNIST_ROOT to a folder holding MNIST/raw/")
 
-
-def notebook_parameters():
-    """The values the notebook's parameters cell sets."""
-    cells = nbformat.read(NOTEBOOK, as_version=4).cells
-    source = next(c.source for c in cells if "parameters" in c.metadata.get("tags", []))
-    values = {}
-    exec(source, {"torch": torch}, values)
-    return values
 
 
 def quiet(_):
