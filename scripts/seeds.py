@@ -26,7 +26,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 from nbdefs import load_notebook_defs, notebook_parameters  # noqa: E402
 
 
-
 def cpu_name():
     info = Path("/proc/cpuinfo")
     if info.exists():
@@ -36,7 +35,7 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-def measure(nb, model, history, seed, test, judge, factors, spread, grid_n, ctx):
+def measure(nb, model, history, seed, test, judge, standardised, spread, grid_n, ctx):
     """One model's numbers, computed as the notebook computes them."""
     x, y = test
     recon, kl = nb.evaluate(model, x, y, seed, ctx)
@@ -44,8 +43,7 @@ def measure(nb, model, history, seed, test, judge, factors, spread, grid_n, ctx)
     nll = nb.nll_of_label(log_px, y)
     mu, logvar = nb.chunked(model, model.encode, x, y)
     shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))]
-    mean, sd = nb.digit_spread(factors, y)
-    code = nb.code_stats(mu, logvar, (factors - mean[y]) / sd[y])
+    code = nb.code_stats(mu, logvar, standardised)
     effects = nb.traversal_effects(model, spread).abs()  # (axis, digit, factor)
     medians = effects.quantile(0.5, dim=1)  # (axis, factor)
     values = {"val - train loss, last epoch": history["val_loss"][-1]
@@ -103,7 +101,8 @@ def main():
     t0, seconds = time.perf_counter(), out["seconds"]
     judge = nb.train_judge(*train, device, seed=params["SEED"], ctx=ctx)
     factors = torch.cat([nb.morphometrics(part) for part in test[0].split(500)])
-    spread = nb.digit_spread(factors, test[1])[1]
+    mean, spread = nb.digit_spread(factors, test[1])
+    standardised = (factors - mean[test[1]]) / spread[test[1]]  # within digit
     for seed in seeds:
         for beta in params["BETAS"]:
             runs = out["runs"].setdefault(str(seed), {})
@@ -115,8 +114,8 @@ def main():
                               batch_size=params["BATCH_SIZE"], lr=params["LR"], seed=seed,
                               device=device, ctx=ctx, ckpt_dir=args.ckpt_dir,
                               log=lambda message: print(message, flush=True))
-            runs[nb.tag(beta)] = measure(nb, model, history, seed, test, judge, factors,
-                                         spread, args.grid, ctx)
+            runs[nb.tag(beta)] = measure(nb, model, history, seed, test, judge,
+                                         standardised, spread, args.grid, ctx)
             runs[nb.tag(beta)]["training minutes"] = sum(history["seconds"]) / 60
             out["seconds"] = seconds + time.perf_counter() - t0
             args.out.parent.mkdir(parents=True, exist_ok=True)
