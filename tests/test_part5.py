@@ -226,6 +226,19 @@ def test_judge_samples_draw_z_from_the_seed(nb):
     assert runs[0][0] == pytest.approx(50, abs=25) and runs[0][5] == 0.0
 
 
+class ScaleJudge(LabelJudge):
+    """Reads 1 where |z0| > 1 (z0 is the logit PixelStub wrote into pixel 0), else 0."""
+
+    def forward(self, x):
+        z0 = torch.logit(x[:, 0, 0, 0].double())
+        return F.one_hot((z0.abs() > 1).long(), 10).float()
+
+
+def test_judge_samples_draw_z_from_the_standard_normal(nb):
+    accuracy = nb.judge_samples(ScaleJudge(), PixelStub(), seed=0, n=4000)
+    assert accuracy[1] == pytest.approx(100 * 0.3173, abs=2.5)  # P(|z| > 1), N(0, 1)
+
+
 def test_judge_samples_are_decoded_with_every_label(nb):
     accuracy = nb.judge_samples(LabelJudge(), PixelStub(), seed=0, n=20)
     assert accuracy == {**{d: 100.0 for d in range(10)}, "all": 100.0}

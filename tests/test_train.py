@@ -173,6 +173,31 @@ def test_validation_is_the_mean_of_the_per_image_terms(nb, small_data, tmp_path)
     assert h["val_loss"][-1] != (recon + kl).mean().item()
 
 
+def test_validation_weighs_the_kl_with_beta_eff_and_uses_the_seed(nb, small_data, tmp_path,
+                                                                 monkeypatch):
+    seeds = []
+
+    def fixed_terms(model, x, y, seed, ctx=None):  # recon 100, KL 10 per image
+        seeds.append(seed)
+        return torch.full((len(x),), 100.0), torch.full((len(x),), 10.0)
+    monkeypatch.setattr(nb, "evaluate", fixed_terms)
+    _, h = small_fit(nb, 4.0, small_data, tmp_path, epochs=2, warmup_epochs=4, seed=3)
+    assert h["val_loss"] == [100 + 1 * 10, 100 + 2 * 10]  # beta_eff = 4 * epoch / 4
+    assert seeds == [3, 3]
+
+
+def test_the_seed_sets_the_shuffling_and_noise_generator(nb, small_data, tmp_path,
+                                                         monkeypatch):
+    seeds, train_epoch = [], nb.train_epoch
+
+    def spy(model, opt, x, y, **settings):
+        seeds.append(settings["gen"].initial_seed())
+        return train_epoch(model, opt, x, y, **settings)
+    monkeypatch.setattr(nb, "train_epoch", spy)
+    small_fit(nb, 1.0, small_data, tmp_path, epochs=2, seed=5)
+    assert seeds == [5, 5]
+
+
 def test_evaluation_does_not_depend_on_the_chunk_size(nb, small_data, monkeypatch):
     """The noise is drawn up front, so chunks of any size see the same draws."""
     (x, y), _ = small_data
