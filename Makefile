@@ -56,7 +56,7 @@ test: venv
 bench: venv
 	$(BIN)/python bench/bench.py
 
-# Outside the graded run and CI: 4 more models (about 2 hours on 2 CPU cores); resumable.
+# Outside the graded run and CI: 4 more models (about 1.5 hours on 2 CPU cores); resumable.
 seeds: venv data
 	$(BIN)/python scripts/seeds.py
 

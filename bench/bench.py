@@ -40,7 +40,6 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", 4))
 BATCHES = int(os.environ.get("BENCH_BATCHES", 40))  # per timed run, BATCH_SIZE images each
 
 
-
 def mnist_root():
     for root in (os.environ.get("MNIST_ROOT"), ROOT / "data", ROOT.parent / "shared" / "data"):
         if root and (Path(root) / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").exists():
