@@ -160,6 +160,7 @@ def check_pdf(pdf):
                             text=True, check=True).stdout.splitlines()[2:]
     ppi = [int(line.split()[12]) for line in images if line.split()[2] == "image"]
     assert len(ppi) >= 8 and min(ppi) >= 150  # Figures 8 and 9 share one image
+    return pages, {int(line.split()[0]) for line in images}  # and the pages with images
 
 
 def pdftotext_pages(pdf):
@@ -213,11 +214,8 @@ def test_every_number_in_the_prose_is_in_an_output_above_it(committed):
 
 @pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler not installed")
 def test_committed_pdf_is_readable():
-    check_pdf(NOTEBOOK.with_suffix(".pdf"))
+    pages, image_pages = check_pdf(NOTEBOOK.with_suffix(".pdf"))
     # the committed layout: every figure heading on a page with its figure
-    pages = pdftotext_pages(NOTEBOOK.with_suffix(".pdf"))
     headings = [i for i, page in enumerate(pages, 1)
                 for heading in re.findall(r"^Figure \d+(?: and Figure \d+)?: ", page, re.M)]
-    images = subprocess.run(["pdfimages", "-list", str(NOTEBOOK.with_suffix(".pdf"))],
-                            capture_output=True, text=True, check=True).stdout.splitlines()[2:]
-    assert len(headings) == 6 and set(headings) <= {int(line.split()[0]) for line in images}
+    assert len(headings) == 6 and set(headings) <= image_pages
