@@ -1,37 +1,28 @@
-"""Shared fixtures and helpers: the notebook's own definitions (cells tagged "defs"), its
-parameters cell, MNIST, and `fit` with small settings."""
-import os
-from pathlib import Path
-
+"""Fixtures: the notebook's own definitions (its cells tagged "defs"), MNIST read through
+the notebook's loader, and the notebook's fit with small settings."""
 import pytest
 import torch
 
-from nbdefs import NOTEBOOK, ROOT, load_notebook_defs, notebook_parameters  # noqa: F401
+from nbdefs import load_notebook_defs, mnist_root
 
 CPU = torch.device("cpu")
 
 
-def mnist_root():
-    """MNIST_ROOT if set, else the project's data/, else ../shared/data beside the repo."""
-    if os.environ.get("MNIST_ROOT"):
-        return Path(os.environ["MNIST_ROOT"]).resolve()
-    for root in (ROOT / "data", ROOT.parent / "shared" / "data"):
-        if (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").exists():
-            return root
-    pytest.fail("MNIST not found: set MNIST_ROOT to a folder holding MNIST/raw/")
-
-
-
-def quiet(_):
+def quiet(message):  # a log that keeps the test output clean
     pass
 
 
 def small_fit(nb, beta, data, ckpt_dir, **settings):
-    """The notebook's fit with small settings (one epoch); `settings` override them."""
+    """The notebook's fit on data = (train, val), one epoch unless `settings` say
+    otherwise."""
     kwargs = dict(epochs=1, warmup_epochs=8, batch_size=128, lr=3e-4, seed=0, device=CPU,
                   ckpt_dir=ckpt_dir, log=quiet)
     kwargs.update(settings)
-    return nb.fit(beta, data, **kwargs)
+    return nb.fit(beta, data[0], data[1], **kwargs)
+
+
+def column(history, key):  # one quantity over the epochs of a fit's history
+    return [record[key] for record in history]
 
 
 @pytest.fixture(scope="session")
@@ -41,11 +32,15 @@ def nb():
 
 @pytest.fixture(scope="session")
 def mnist(nb):
-    """The real MNIST tensors, through the notebook's loader (no download attempted)."""
-    return nb.load_mnist(mnist_root(), download=False)
+    """{"train": (x, y), "test": (x, y)}: the real MNIST, no download attempted."""
+    root = mnist_root()
+    return {"train": nb.load_mnist(root, train=True, download=False),
+            "test": nb.load_mnist(root, train=False, download=False)}
 
 
 @pytest.fixture(scope="session")
 def small_data(mnist):
-    (x_tr, y_tr), (x_te, y_te) = mnist
-    return (x_tr[:512], y_tr[:512]), (x_te[:256], y_te[:256])
+    """512 training and 256 validation images."""
+    x, y = mnist["train"]
+    x_val, y_val = mnist["test"]
+    return (x[:512], y[:512]), (x_val[:256], y_val[:256])

@@ -16,15 +16,12 @@ machine's speed hits both; throughputs are medians over rounds and the speed-up 
 median of the per-round ratios. Also: this machine's matmul peak in fp32 and bf16, the
 GFLOP/s the training step achieves, the projected training time of the full run
 (len(BETAS) models x EPOCHS epochs, from the parameters cell) and its floor (the same
-FLOPs at the matmul peak). Writes bench/results/bench.json.
+FLOPs at the matmul peak). Writes build/bench.json.
 """
 import json
 import os
 import statistics
-import sys
 import time
-from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -32,19 +29,10 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from nbdefs import load_notebook_defs, notebook_parameters  # noqa: E402
+from nbdefs import ROOT, load_notebook_defs, mnist_root, notebook_parameters
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 4))
 BATCHES = int(os.environ.get("BENCH_BATCHES", 40))  # per timed run, BATCH_SIZE images each
-
-
-def mnist_root():
-    for root in (os.environ.get("MNIST_ROOT"), ROOT / "data", ROOT.parent / "shared" / "data"):
-        if root and (Path(root) / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").exists():
-            return str(root)
-    sys.exit("MNIST not found: run 'make data' or set MNIST_ROOT")
 
 
 def matmul_gflops(dtype, n=2048, reps=10):
@@ -63,7 +51,8 @@ def naive_epoch(model, opt, loader, batches):
         if i == batches:
             break
         eps = torch.randn(len(x), 2)
-        logits, mu, logvar = model(x, y, eps)
+        mu, logvar = model.encode(x, y)
+        logits = model.decode(mu + torch.exp(0.5 * logvar) * eps, y)
         recon = F.binary_cross_entropy_with_logits(
             logits, x, reduction="none").flatten(1).sum(1)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
@@ -77,23 +66,25 @@ def naive_epoch(model, opt, loader, batches):
 def main():
     nb = load_notebook_defs()
     params = notebook_parameters()
-    lr, batch, epochs, n_models = (params["LR"], params["BATCH_SIZE"], params["EPOCHS"],
-                                   len(params["BETAS"]))
+    lr = params["LR"]
+    batch = params["BATCH_SIZE"]
+    epochs = params["EPOCHS"]
+    n_models = len(params["BETAS"])
     root = mnist_root()
-    (x_tr, y_tr), (x_te, y_te) = nb.load_mnist(root, download=False)
+    x_tr, y_tr = nb.load_mnist(root, train=True, download=False)
+    x_te, y_te = nb.load_mnist(root, train=False, download=False)
     cpu = torch.device("cpu")
-    amp = nb.bf16_native(cpu)
-    if amp:  # the notebook's choice of precision context
-        ctx = torch.autocast(cpu.type, dtype=torch.bfloat16)
-    else:
-        ctx = nullcontext()
+    ctx = nb.precision_context(cpu)  # the notebook's choice
+    amp = isinstance(ctx, torch.autocast)
     n_images = BATCHES * batch
 
     # the notebook's path: its own train_epoch on in-memory tensors, set up as fit() does
     torch.manual_seed(0)
     model = nb.CVAE().to(cpu, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True, **nb.ADAMW)
-    gen, x, y = torch.Generator(cpu).manual_seed(0), x_tr[:n_images], y_tr[:n_images]
+    gen = torch.Generator(cpu).manual_seed(0)
+    x = x_tr[:n_images]
+    y = y_tr[:n_images]
 
     def notebook_run():
         t = time.perf_counter()
@@ -113,7 +104,9 @@ def main():
         return n_images / (time.perf_counter() - t)
 
     notebook_run(), naive_run()  # warm-up
-    fast, naive, ratios = [], [], []
+    fast = []  # images per second of each round
+    naive = []
+    ratios = []
     for r in range(ROUNDS):
         fast.append(notebook_run())
         naive.append(naive_run())
@@ -122,7 +115,7 @@ def main():
               f"{naive[-1]:6.0f} img/s, ratio {ratios[-1]:.2f}", flush=True)
 
     # FLOPs of one training image: one batch of the naive loop on a fresh model, i.e.
-    # model(x, y, eps), the loss and its backward (clipping and AdamW do no matmuls)
+    # the encoder, the decoder, the loss and its backward (clipping and AdamW do no matmuls)
     flop_model = nb.CVAE()
     flop_opt = torch.optim.AdamW(flop_model.parameters(), lr=lr, **nb.ADAMW)
     with FlopCounterMode(display=False) as counter:
@@ -162,7 +155,7 @@ def main():
         "projected_training_minutes": full_min,
         "training_minutes_at_matmul_peak": floor_min,
     }
-    out = ROOT / "bench" / "results"
+    out = ROOT / "build"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2))
     print(f"\nnotebook path ({result['machine']['compute_path']}, channels-last, fused "
