@@ -31,7 +31,7 @@ tex:
 	    $$SUDO apt-get install -y -qq $(TEX_PACKAGES) >/dev/null ) || \
 	  echo "TeX could not be installed: 'make pdf' will fall back to HTML"; fi
 
-# The full run, executed in place (about 40 minutes on 2 CPU cores), then the PDF.
+# The full run, executed in place (23 minutes on 2 cores with bf16: README), then the PDF.
 run: venv data
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	  --ExecutePreprocessor.timeout=-1 $(NB)

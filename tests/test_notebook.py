@@ -21,6 +21,7 @@ FIGURES = ["fig1_curves_beta1", "fig2_curves_beta4", "fig3_reconstructions",
            "fig7_traversals_beta4", "fig8_fig9_manifolds", "fig10_seeds"]
 SMALL = "EPOCHS = 2\nN_TRAIN = 2048\nN_TEST = 1000\nSUBSET = 100\nGRID_N = 25"
 MAX_CODE_LINE = 80  # longer lines wrap in the PDF
+MAX_OUTPUT_LINE = 104  # the widest table; the PDF fits 112 characters of output
 # decimal numbers the prose may quote without an output: the assignment's settings and
 # the quadrature's spacing
 ALLOWED = {"0.9", "0.95", "0.01", "0.5", "1.0", "0.1"}
@@ -89,18 +90,18 @@ def test_small_run_has_no_errors_and_writes_every_figure(small):
 
 
 def test_part5_prints_a_row_per_measure_and_the_replication(small):
-    """The table of this run has a row for each measure that make seeds recorded (the
-    same function made both), with a number per model; the replication's table too."""
+    """A row for each measure that make seeds recorded (the same function made both):
+    this run's two models, then [least, largest] over the committed seeds for each beta
+    and in how many seeds beta=4 is larger, all read from figures/seeds.json."""
     text = outputs_text(small.second.cells)
-    names = json.loads(SEEDS_JSON.read_text())["measures"]["beta=1"]
-    for name in names:
-        this_run = re.search(rf"^{re.escape(name)} +(-?\d+\.\d\d) +(-?\d+\.\d\d)$", text,
-                             re.M)
-        assert this_run, name
-        spread = r"-?\d+\.\d\d \[ *-?\d+\.\d\d, *-?\d+\.\d\d\]"  # mean [least, largest]
-        over_seeds = re.search(rf"^{re.escape(name)} +{spread} +{spread} +\d/\d$",
-                               text, re.M)
-        assert over_seeds, name
+    measures = json.loads(SEEDS_JSON.read_text())["measures"]
+    number = r"-?\d+\.\d\d"
+    for name, first in measures["beta=1"].items():
+        last = measures["beta=4"][name]
+        spreads = "".join(rf" +\[{min(v):.2f}, {max(v):.2f}\]" for v in (first, last))
+        larger = sum(b > a for a, b in zip(first, last))
+        row = rf"^{re.escape(name)} +{number} +{number}{spreads} +{larger}/{len(first)}$"
+        assert re.search(row, text, re.M), name
 
 
 def test_outputs_are_clean_for_the_pdf(small):
@@ -108,7 +109,7 @@ def test_outputs_are_clean_for_the_pdf(small):
     assert "\r" not in text and "█" not in text  # no progress-bar debris
     assert not re.search(r"\w+(Warning|Error|Exception)\b", text), text
     assert "β" not in text  # Unicode beta vanishes in the PDF
-    assert max(len(line) for line in text.splitlines()) <= MAX_CODE_LINE
+    assert max(len(line) for line in text.splitlines()) <= MAX_OUTPUT_LINE
     for cell in small.second.cells:  # no stray values: every output is said on purpose
         for o in cell.get("outputs", []):
             assert o.output_type != "execute_result", cell.source
@@ -129,6 +130,7 @@ def test_a_run_with_one_other_beta_and_no_replication_runs_top_to_bottom(tmp_pat
     text = outputs_text(execute(path).cells)
     assert "beta=0.5: 1 epochs" in text and "beta=1" not in text
     assert "seeds.json is missing" in text  # the temporary copy has none: it goes on
+    assert re.search(r"^KL +-?\d+\.\d\d$", text, re.M)  # this run's column alone
     assert (tmp_path / "figures" / "fig1_curves_beta0.5.png").exists()
 
 
