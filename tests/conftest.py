@@ -1,5 +1,8 @@
-"""Fixtures: the notebook's own definitions (its cells tagged "defs"), MNIST read through
-the notebook's loader, and the notebook's fit with small settings."""
+"""Fixtures: the notebook's own definitions (its cells tagged "defs"), MNIST
+read through the notebook's loader, and the notebook's fit with small
+settings."""
+from contextlib import nullcontext
+
 import pytest
 import torch
 
@@ -13,9 +16,11 @@ def quiet(message):  # a log that keeps the test output clean
 
 
 def small_fit(nb, beta, data, ckpt_dir, **settings):
-    """The notebook's fit on data = (train, val), one epoch unless `settings` say
-    otherwise."""
-    kwargs = dict(epochs=1, warmup_epochs=8, batch_size=128, lr=3e-4, seed=0, device=CPU,
+    """The notebook's fit on data = (train, val), in fp32, one epoch unless
+    `settings` say otherwise."""
+    kwargs = dict(epochs=1, warmup_epochs=8, batch_size=128, lr=3e-4, seed=0,
+                  device=CPU, precision=nb.Precision(torch.float32,
+                                                     nullcontext()),
                   ckpt_dir=ckpt_dir, log=quiet)
     kwargs.update(settings)
     return nb.fit(beta, data[0], data[1], **kwargs)
@@ -32,7 +37,7 @@ def nb():
 
 @pytest.fixture(scope="session")
 def mnist(nb):
-    """{"train": (x, y), "test": (x, y)}: the real MNIST, no download attempted."""
+    """{"train": (x, y), "test": (x, y)}: the real MNIST, no download."""
     root = mnist_root()
     return {"train": nb.load_mnist(root, train=True, download=False),
             "test": nb.load_mnist(root, train=False, download=False)}

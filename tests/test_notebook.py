@@ -18,14 +18,16 @@ from nbdefs import NOTEBOOK, ROOT, mnist_root
 
 FIGURES = ["fig1_curves_beta1", "fig2_curves_beta4", "fig3_reconstructions",
            "fig4_generation", "fig5_latent_scatter", "fig6_traversals_beta1",
-           "fig7_traversals_beta4", "fig8_fig9_manifolds", "fig10_seeds"]
-SMALL = "EPOCHS = 2\nN_TRAIN = 2048\nN_TEST = 1000\nSUBSET = 100\nGRID_N = 25"
+           "fig7_traversals_beta4", "fig8_fig9_manifolds", "fig10_seed_traversals",
+           "fig11_seeds"]
+SMALL = "EPOCHS = 2\nN_TRAIN = 2048\nN_TEST = 1000\nQUAD_STEP = 0.5"
 MAX_CODE_LINE = 80  # longer lines wrap in the PDF
-MAX_OUTPUT_LINE = 104  # the widest table; the PDF fits 112 characters of output
+MAX_OUTPUT_LINE = 80  # nbconvert's PDF wraps longer output lines
 # decimal numbers the prose may quote without an output: the assignment's settings and
 # the quadrature's spacing
 ALLOWED = {"0.9", "0.95", "0.01", "0.5", "1.0", "0.1"}
 SEEDS_JSON = ROOT / "figures" / "seeds.json"
+SEED_TRAVERSALS = ROOT / "figures" / "seed_traversals.pt"
 
 
 def with_parameters(path, source):
@@ -69,7 +71,8 @@ def small(tmp_path_factory):
     committed replication (figures/seeds.json)."""
     workdir = tmp_path_factory.mktemp("small")
     (workdir / "figures").mkdir()
-    shutil.copy(SEEDS_JSON, workdir / "figures" / "seeds.json")
+    for committed in (SEEDS_JSON, SEED_TRAVERSALS):  # the replication's files
+        shutil.copy(committed, workdir / "figures" / committed.name)
     path = workdir / NOTEBOOK.name
     with_parameters(path, SMALL)
     first = execute(path)
@@ -89,18 +92,21 @@ def test_small_run_has_no_errors_and_writes_every_figure(small):
         assert png.exists() and png.stat().st_size > 5000, name
 
 
-def test_part5_prints_a_row_per_measure_and_the_replication(small):
-    """A row for each measure that make seeds recorded (the same function made both):
-    this run's two models, then [least, largest] over the committed seeds for each beta
-    and in how many seeds beta=4 is larger, all read from figures/seeds.json."""
+def test_part5_prints_a_row_per_measure_and_the_replication(nb, small):
+    """A row for each measure, under its label: this run's two models and chance,
+    then [least, largest] over the committed seeds for each beta and in how many
+    seeds beta=4 is larger, all read from figures/seeds.json by name."""
     text = outputs_text(small.second.cells)
     measures = json.loads(SEEDS_JSON.read_text())["measures"]
-    number = r"-?\d+\.\d\d"
-    for name, first in measures["beta=1"].items():
-        last = measures["beta=4"][name]
-        spreads = "".join(rf" +\[{min(v):.2f}, {max(v):.2f}\]" for v in (first, last))
+    number = r"-?\d+\.\d\d?"
+    assert set(measures["beta=1"]) == set(nb.LABELS)
+    for name, label in nb.LABELS.items():
+        first, last = measures["beta=1"][name], measures["beta=4"][name]
+        spreads = "".join(rf" +\[{re.escape(nb.fmt(min(v)))}, {re.escape(nb.fmt(max(v)))}\]"
+                          for v in (first, last))
         larger = sum(b > a for a, b in zip(first, last))
-        row = rf"^{re.escape(name)} +{number} +{number}{spreads} +{larger}/{len(first)}$"
+        row = (rf"^{re.escape(label)} +{number} +{number} +{number}{spreads}"
+               rf" +{larger}/{len(first)}$")
         assert re.search(row, text, re.M), name
 
 
@@ -125,12 +131,13 @@ def test_second_run_reuses_the_checkpoints_and_shows_the_same_training(small):
 
 def test_a_run_with_one_other_beta_and_no_replication_runs_top_to_bottom(tmp_path):
     path = tmp_path / NOTEBOOK.name
-    with_parameters(path, "EPOCHS = 1\nN_TRAIN = 512\nN_TEST = 300\nSUBSET = 50\n"
-                          "GRID_N = 13\nBETAS = (0.5,)")  # one epoch: no later epochs
+    with_parameters(path, "EPOCHS = 1\nN_TRAIN = 512\nN_TEST = 300\n"
+                          "QUAD_STEP = 1.0\nBETAS = (0.5,)")  # one epoch: no later epochs
     text = outputs_text(execute(path).cells)
     assert "beta=0.5: 1 epochs" in text and "beta=1" not in text
     assert "seeds.json is missing" in text  # the temporary copy has none: it goes on
-    assert re.search(r"^KL +-?\d+\.\d\d$", text, re.M)  # this run's column alone
+    assert "seed_traversals.pt is missing" in text
+    assert re.search(r"^KL +-?\d+\.\d\d +0\.00$", text, re.M)  # this run, chance
     assert (tmp_path / "figures" / "fig1_curves_beta0.5.png").exists()
 
 
@@ -160,7 +167,7 @@ def check_pdf(pdf, max_pages):
     text = "\n".join(pages)
     for heading in ["Part 1", "Part 2", "Part 3", "Part 4", "Part 5"]:
         assert heading in text, heading
-    for n in range(1, 11):
+    for n in range(1, 12):
         assert f"Figure {n}" in text, n
     assert not re.search(r"\b\w*(Error|Exception|Warning)\b: |Traceback|HBox", text)
     assert not re.search(r"^\d+(\.\d+)+\s+Part", text, re.M)  # no LaTeX section numbers
@@ -169,7 +176,7 @@ def check_pdf(pdf, max_pages):
     images = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True,
                             text=True, check=True).stdout.splitlines()[2:]
     ppi = [int(line.split()[12]) for line in images if line.split()[2] == "image"]
-    assert len(ppi) >= 9 and min(ppi) >= 150  # Figures 8 and 9 share one image
+    assert len(ppi) >= 10 and min(ppi) >= 150  # Figures 8 and 9 share one image
     return pages, {int(line.split()[0]) for line in images}
 
 
@@ -294,4 +301,4 @@ def test_committed_pdf_is_readable_and_within_its_pages():
     # every figure heading on a page with its figure
     headings = [i for i, page in enumerate(pages, 1)
                 for heading in re.findall(r"^Figure \d+(?: and Figure \d+)?: ", page, re.M)]
-    assert len(headings) == 7 and set(headings) <= image_pages
+    assert len(headings) == 8 and set(headings) <= image_pages

@@ -70,7 +70,7 @@ def test_damaged_checkpoint_is_reported_and_retrained(nb, small_data, tmp_path, 
     data = path.read_bytes()
     damaged = {"truncated": data[: len(data) // 2], "garbage": b"\x00junk" * 99, "empty": b""}
     path.write_bytes(damaged[damage])
-    with pytest.warns(UserWarning, match="unreadable.*training anew"):
+    with pytest.warns(UserWarning, match="unusable.*training anew"):
         _, h2 = small_fit(nb, 1.0, small_data, tmp_path, seed=5)
     assert column(h2, "val_loss") == column(h1, "val_loss")  # retrained, same result
     assert len(torch.load(path, weights_only=True)["history"]) == 1  # and saved again
